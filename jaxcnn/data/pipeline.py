@@ -1,0 +1,211 @@
+"""The Grain input pipeline: a source in, fixed-shape normalized batches out, one epoch at a time.
+
+    loader = Loader(data.train, batch_size=128, train=True, image_size=32, mean=data.mean,
+                    std=data.std, augment="cifar", seed=0, workers=2)
+    for batch in loader.epoch(3):   # {"image": f32 (B, H, W, C), "label": i32 (B,), "mask": f32 (B,)}
+        ...
+
+The pipeline is one Grain `MapDataset` of *batches* over all epochs:
+
+    source -> seed -> shuffle (train) -> per-image transforms -> batch + normalize -> repeat
+
+Batch `g` holds positions `[i * B, (i + 1) * B)` of epoch `e = g // len(loader)`; Grain's shuffle
+reshuffles each epoch and seeds every random transform from (seed, its position in all epochs).
+So a batch is a pure function of (seed, epoch, index): the same for any worker count (workers
+build whole batches, normalized, and Grain interleaves them back in order), and a resumed run
+sees exactly the data it would have seen. Worker processes persist from one epoch to the next
+while epochs are read in order.
+
+Batching is done on the `MapDataset`, before any filtering, because that keeps `len(loader)`
+exact and every batch `batch_size` long: a record the source returns as None (a file found
+unreadable when read) takes its slot as padding with mask 0, like the padding of the last eval
+batch, so it is trained on and counted nowhere. Train drops the last partial batch (a different
+remainder every epoch); eval keeps it, padded, so every example is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import grain
+import numpy as np
+from absl import flags
+
+from jaxcnn.data.transforms import Normalize, ToChannels, as_size, build_transforms
+
+# Pillow / ITU-R 601-2 weights, to turn RGB statistics into gray ones.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _mark_absl_flags_parsed() -> None:
+    """Grain reads absl flags when it starts workers; an argparse program never parsed them."""
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _channel_stats(values: Sequence[float], channels: int, name: str) -> tuple[float, ...]:
+    """Per-channel statistics for `channels` outputs (1 -> broadcast, RGB -> gray by luma weights)."""
+    values = tuple(float(v) for v in values)
+    if len(values) == channels:
+        return values
+    if len(values) == 1:
+        return values * channels
+    if len(values) == 3 and channels == 1:
+        return (float(_LUMA @ np.asarray(values)),)  # exact for the mean, an upper bound for std
+    raise ValueError(f"{name} has {len(values)} values for {channels}-channel images; give 1 or {channels}")
+
+
+class _Collate:
+    """Grain `batch_fn`: stack the images, drop None records, pad to `batch_size`, normalize.
+
+    Valid records come first; padding slots are zero images, label 0 and mask 0.
+    """
+
+    def __init__(self, batch_size: int, image_shape: tuple[int, int, int], normalize: Normalize):
+        self.batch_size = batch_size
+        self.image_shape = image_shape
+        self.normalize = normalize
+
+    def __call__(self, records: Sequence[dict | None]) -> dict:
+        valid = [r for r in records if r is not None]
+        images = np.zeros((self.batch_size, *self.image_shape), np.uint8)
+        labels = np.zeros(self.batch_size, np.int32)
+        for i, record in enumerate(valid):
+            if record["image"].shape != self.image_shape:
+                raise ValueError(
+                    f"an image of shape {record['image'].shape} reached batching; every image must be "
+                    f"{self.image_shape} after the transforms (a source returned an unexpected layout)"
+                )
+            images[i] = record["image"]
+            labels[i] = record["label"]
+        mask = np.zeros(self.batch_size, np.float32)
+        mask[: len(valid)] = 1.0
+        return {"image": self.normalize.apply(images), "label": labels, "mask": mask}
+
+
+class Loader:
+    """Batches of a source for training (shuffled, augmented, drop remainder) or evaluation (in
+    order, padded and masked), deterministic given (seed, epoch); see the module docstring.
+
+    Args:
+      source: a grain random-access source of {"image": uint8 (H, W, C), "label": int} or None.
+      batch_size: examples per batch (global; the trainer shards it over devices).
+      train: shuffle + augment + drop the last partial batch, or evaluate every example once.
+      image_size: S or (h, w) of the output images.
+      mean, std: per-channel statistics on the 0..1 scale (1 value, or 3 for RGB into gray).
+      augment: a recipe or comma list of ops (`jaxcnn.data.transforms`); eval uses its eval side.
+      hflip: probability of the recipe's horizontal flip.
+      seed: shuffle and augmentation seed.
+      workers: worker processes (0: in this process).
+      prefetch: batches prepared ahead: reader threads in this process when workers == 0, the
+        buffer of each worker otherwise; 0 reads synchronously.
+      channels: output channels (1 or 3); default the source's.
+    """
+
+    def __init__(
+        self,
+        source,
+        *,
+        batch_size: int,
+        train: bool,
+        image_size: int | tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: str = "none",
+        hflip: float = 0.5,
+        seed: int = 0,
+        workers: int = 0,
+        prefetch: int = 2,
+        channels: int | None = None,
+    ):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if workers < 0 or prefetch < 0:
+            raise ValueError(f"workers and prefetch must be >= 0, got {workers} and {prefetch}")
+        if len(source) == 0:
+            raise ValueError("the source is empty: there is nothing to load")
+        self.source = source
+        self.batch_size = batch_size
+        self.train = train
+        self.workers = workers
+        self.prefetch = prefetch
+        self.seed = seed
+        channels = channels or source.channels
+        height, width = as_size(image_size)
+        self.image_shape = (height, width, channels)
+        self._num_batches = len(source) // batch_size if train else math.ceil(len(source) / batch_size)
+        if self._num_batches == 0:
+            raise ValueError(
+                f"the training split has {len(source)} examples, fewer than one batch of {batch_size}; "
+                "lower --batch-size"
+            )
+        transforms = build_transforms(augment, train=train, image_size=(height, width), hflip=hflip)
+        transforms.append(ToChannels(channels))
+        normalize = Normalize(_channel_stats(mean, channels, "mean"), _channel_stats(std, channels, "std"))
+
+        ds = grain.MapDataset.source(source).seed(seed)
+        if train:
+            ds = ds.shuffle()
+        for transform in transforms:
+            is_random = isinstance(transform, grain.transforms.RandomMap)
+            ds = ds.random_map(transform) if is_random else ds.map(transform)
+        collate = _Collate(batch_size, self.image_shape, normalize)
+        self._batches = ds.batch(batch_size, drop_remainder=train, batch_fn=collate).repeat()
+        self._iterator = None
+        self._next_batch = None
+        if workers:
+            _mark_absl_flags_parsed()
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return self._num_batches
+
+    @property
+    def num_examples(self) -> int:
+        """Records in the source (train uses `len(self) * batch_size` of them per epoch)."""
+        return len(self.source)
+
+    def epoch(self, epoch: int) -> Iterator[dict]:
+        """The `len(self)` batches of epoch `epoch` (0, 1, ...), as host numpy dicts."""
+        if not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        first = int(epoch) * self._num_batches
+        return (self._batch(index) for index in range(first, first + self._num_batches))
+
+    def _batch(self, index: int) -> dict:
+        """Global batch `index`, from the running iterator when it is there, else a new one."""
+        if self._iterator is None or self._next_batch != index:
+            self.close()
+            ds = self._batches[index:].to_iter_dataset(
+                grain.ReadOptions(num_threads=self.prefetch, prefetch_buffer_size=self.prefetch)
+            )
+            if self.workers:
+                ds = ds.mp_prefetch(
+                    grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=max(self.prefetch, 1))
+                )
+            self._iterator = iter(ds)
+        self._next_batch = None  # unknown until `next` returns (it may raise)
+        batch = next(self._iterator)
+        self._next_batch = index + 1
+        return batch
+
+    def close(self) -> None:
+        """Stop the running iterator and its worker processes (a later epoch starts new ones)."""
+        if self._iterator is not None and hasattr(self._iterator, "close"):
+            self._iterator.close()
+        self._iterator = None
+        self._next_batch = None
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "train" if self.train else "eval"
+        return (
+            f"Loader({kind}, {self.num_examples} examples, {len(self)} batches of {self.batch_size}, "
+            f"image {self.image_shape}, workers={self.workers})"
+        )

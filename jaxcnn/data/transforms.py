@@ -1,0 +1,325 @@
+"""Image transforms as Grain maps, and the `--augment` recipes built from them.
+
+Every transform maps a record `{"image": uint8 (H, W, C), "label": ...}` to a record whose image
+is transformed; random ones are `grain.transforms.RandomMap`s, so Grain hands them a generator
+seeded from the pipeline seed and the element's index (the pipeline makes that index unique per
+epoch). Geometry follows torchvision's PIL path exactly: resizing is Pillow bilinear, which
+antialiases when it shrinks, as `torchvision.transforms.Resize` does on PIL images.
+
+Recipes (`--augment`); `image_size` is the model's input size S (or (h, w)):
+
+  none      train: resize to S.                        eval: resize to S.
+  flip      train: resize to S, horizontal flip (p = hflip).
+  cifar     train: resize to S, pad 4 with zeros and random crop S (the CIFAR ResNet recipe),
+            horizontal flip.                           eval: resize to S.
+  imagenet  train: RandomResizedCrop(S, scale=(0.08, 1), ratio=(3/4, 4/3)), horizontal flip.
+            eval: resize the short side to floor(S / 0.875) (256 for 224), center crop S.
+
+A comma list of ops is a recipe too, applied in order after the resize to S, e.g.
+`crop,flip,rotate15`. An op may end in a number that sets its parameter:
+
+  flip      horizontal flip with probability hflip
+  crop[N]   pad N pixels of zeros on every side (default 4), random crop back to S
+  rrc[N]    RandomResizedCrop to S with minimum area N % (default 8); replaces the resize, so it
+            must come first, and then evaluation is `imagenet`'s (resize + center crop)
+  rotate[N] random rotation in [-N, N] degrees (default 15), nearest neighbour, zero fill
+  gray      grayscale (ITU-R 601-2 luma), keeping the channel count
+
+So `flip` = "flip", `cifar` = "crop,flip", `imagenet` = "rrc,flip", and a recipe name inside a
+list stands for its ops (`cifar,rotate10` = "crop,flip,rotate10"). Evaluation never randomises.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+import re
+
+import grain
+import numpy as np
+from PIL import Image
+
+Size = tuple[int, int]  # (height, width)
+
+
+def as_size(size: int | Size) -> Size:
+    """`S` -> (S, S); (h, w) unchanged; anything else is a ValueError."""
+    pair = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if len(pair) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in pair):
+        raise ValueError(f"image size must be a positive int or (height, width), got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _to_pil(image: np.ndarray) -> Image.Image:
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"expected a uint8 (H, W, C) image with C in (1, 3), got shape {image.shape}")
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def _from_pil(image: Image.Image) -> np.ndarray:
+    array = np.asarray(image)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _luma(image: np.ndarray) -> np.ndarray:
+    """RGB -> (H, W, 1) luma with Pillow's ITU-R 601-2 weights (torchvision's PIL Grayscale)."""
+    return image if image.shape[-1] == 1 else _from_pil(_to_pil(image).convert("L"))
+
+
+class ImageMap(grain.transforms.Map):
+    """A deterministic transform of `record["image"]`; `apply` works on a bare image."""
+
+    @abc.abstractmethod
+    def apply(self, image: np.ndarray) -> np.ndarray: ...
+
+    def map(self, record):
+        return {**record, "image": self.apply(record["image"])}
+
+
+class RandomImageMap(grain.transforms.RandomMap):
+    """A random transform of `record["image"]` drawing only from the generator Grain passes."""
+
+    @abc.abstractmethod
+    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+
+    def random_map(self, record, rng):
+        return {**record, "image": self.apply(record["image"], rng)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Resize(ImageMap):
+    """Resize to (h, w), or the short side to `size` keeping the aspect ratio (torchvision rule)."""
+
+    size: int | Size
+    resample: int = Image.BILINEAR
+
+    def output_size(self, height: int, width: int) -> Size:
+        if not isinstance(self.size, (int, np.integer)):
+            return as_size(self.size)
+        short, long = sorted((height, width))
+        new_long = int(self.size * long / short)
+        return (self.size, new_long) if height <= width else (new_long, self.size)
+
+    def apply(self, image):
+        height, width = self.output_size(*image.shape[:2])
+        if (height, width) == image.shape[:2]:
+            return image
+        return _from_pil(_to_pil(image).resize((width, height), self.resample))
+
+
+def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Zero-pad symmetrically (extra pixel bottom/right) up to at least (height, width)."""
+    dy, dx = max(height - image.shape[0], 0), max(width - image.shape[1], 0)
+    if not dy and not dx:
+        return image
+    return np.pad(image, ((dy // 2, dy - dy // 2), (dx // 2, dx - dx // 2), (0, 0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class CenterCrop(ImageMap):
+    """Crop the center (h, w); a smaller image is zero-padded first, as torchvision does."""
+
+    size: int | Size
+
+    def apply(self, image):
+        height, width = as_size(self.size)
+        image = _pad_to(image, height, width)
+        top = int(round((image.shape[0] - height) / 2.0))
+        left = int(round((image.shape[1] - width) / 2.0))
+        return image[top : top + height, left : left + width]
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomResizedCrop(RandomImageMap):
+    """torchvision's RandomResizedCrop: 10 tries at a random area and aspect ratio, then a
+    center crop clamped to `ratio`; the crop is resized to `size` (bilinear)."""
+
+    size: int | Size
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    resample: int = Image.BILINEAR
+
+    def crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """(top, left, crop_height, crop_width) inside a (height, width) image."""
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target_area = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+        in_ratio = width / height
+        if in_ratio < min(self.ratio):
+            w, h = width, int(round(width / min(self.ratio)))
+        elif in_ratio > max(self.ratio):
+            w, h = int(round(height * max(self.ratio))), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def apply(self, image, rng):
+        top, left, h, w = self.crop_box(*image.shape[:2], rng)
+        out_h, out_w = as_size(self.size)
+        crop = image[top : top + h, left : left + w]
+        if (h, w) == (out_h, out_w):
+            return crop
+        return _from_pil(_to_pil(np.ascontiguousarray(crop)).resize((out_w, out_h), self.resample))
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomCrop(RandomImageMap):
+    """Pad `padding` pixels of `fill` on every side, then crop `size` at a random position."""
+
+    size: int | Size
+    padding: int = 0
+    fill: int = 0
+
+    def apply(self, image, rng):
+        height, width = as_size(self.size)
+        padded_h, padded_w = image.shape[0] + 2 * self.padding, image.shape[1] + 2 * self.padding
+        if padded_h < height or padded_w < width:
+            raise ValueError(
+                f"RandomCrop of {(height, width)} from a {image.shape[:2]} image padded by {self.padding}: "
+                "resize the image first"
+            )
+        # Crop origin in the unpadded image's coordinates; copy only the overlap, never pad a copy.
+        y0 = int(rng.integers(0, padded_h - height + 1)) - self.padding
+        x0 = int(rng.integers(0, padded_w - width + 1)) - self.padding
+        out = np.full((height, width, image.shape[2]), self.fill, dtype=image.dtype)
+        sy0, sy1 = max(y0, 0), min(y0 + height, image.shape[0])
+        sx0, sx1 = max(x0, 0), min(x0 + width, image.shape[1])
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomHorizontalFlip(RandomImageMap):
+    """Mirror left-right with probability `p` (a view; batching copies it)."""
+
+    p: float = 0.5
+
+    def apply(self, image, rng):
+        return image[:, ::-1] if rng.random() < self.p else image
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomRotation(RandomImageMap):
+    """Rotate by an angle uniform in [-degrees, degrees] about the center, same size, `fill`
+    outside (torchvision's defaults: nearest neighbour, zero fill)."""
+
+    degrees: float
+    resample: int = Image.NEAREST
+    fill: int = 0
+
+    def apply(self, image, rng):
+        angle = rng.uniform(-self.degrees, self.degrees)
+        if angle == 0:
+            return image
+        fill = self.fill if image.shape[-1] == 1 else (self.fill,) * 3
+        return _from_pil(_to_pil(image).rotate(angle, self.resample, expand=False, fillcolor=fill))
+
+
+@dataclasses.dataclass(frozen=True)
+class ToChannels(ImageMap):
+    """Give the image `channels` channels: 1 -> 3 repeats gray, 3 -> 1 takes the luma."""
+
+    channels: int
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+
+    def apply(self, image):
+        if image.shape[-1] == self.channels:
+            return image
+        if self.channels == 1:
+            return _luma(image)
+        return np.broadcast_to(image, (*image.shape[:2], 3))  # read-only view; batching copies it
+
+
+@dataclasses.dataclass(frozen=True)
+class Grayscale(ImageMap):
+    """Luma (Pillow / torchvision weights) with `channels` outputs; None keeps the input's count."""
+
+    channels: int | None = None
+
+    def apply(self, image):
+        return ToChannels(self.channels or image.shape[-1]).apply(_luma(image))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Normalize(ImageMap):
+    """uint8 -> float32 `(x / 255 - mean) / std` per channel; works on one image or a batch."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self):
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        if mean.shape != std.shape or mean.ndim != 1 or np.any(std <= 0):
+            raise ValueError(f"mean and std must be per-channel with std > 0, got {self.mean}, {self.std}")
+        object.__setattr__(self, "_scale", (1.0 / (255.0 * std)).astype(np.float32))
+        object.__setattr__(self, "_offset", (-mean / std).astype(np.float32))
+
+    def apply(self, image):
+        out = np.multiply(image, self._scale, dtype=np.float32)
+        out += self._offset
+        return out
+
+
+# ------------------------------------------------------------------------------------ recipes
+
+RECIPES = {"none": "", "flip": "flip", "cifar": "crop,flip", "imagenet": "rrc,flip"}
+OPS = {"flip": None, "crop": 4, "rrc": 8, "rotate": 15, "gray": None}  # op -> default parameter
+EVAL_CROP_FRACTION = 0.875  # imagenet-style eval: resize to size / 0.875, center crop size
+_OP_PATTERN = re.compile(r"([a-z]+)(\d+(?:\.\d+)?)?")
+
+
+def parse_augment(spec: str) -> tuple[tuple[str, float | None], ...]:
+    """A recipe name or comma list -> ((op, parameter), ...); unknown names are a ValueError."""
+    tokens = (RECIPES.get(t.strip(), t.strip()) for t in spec.lower().split(","))  # expand recipe names
+    ops = []
+    for token in filter(None, (t.strip() for t in ",".join(tokens).split(","))):
+        match = _OP_PATTERN.fullmatch(token)
+        name, number = (match.group(1), match.group(2)) if match else (token, None)
+        if name not in OPS or (number is not None and OPS[name] is None):
+            raise ValueError(
+                f"unknown augmentation {token!r} in {spec!r}; use a recipe ({', '.join(RECIPES)}) or a "
+                f"comma list of ops: flip, crop[PAD], rrc[MIN_AREA_%], rotate[DEGREES], gray"
+            )
+        value = float(number) if number is not None else OPS[name]
+        if (name == "crop" and value != int(value)) or (name == "rrc" and not 0 < value <= 100):
+            raise ValueError(f"{token!r}: crop takes whole pixels, rrc a minimum area % in (0, 100]")
+        ops.append((name, value))
+    if any(name == "rrc" for name, _ in ops[1:]):
+        raise ValueError(f"'rrc' replaces the resize, so it must be the first op in {spec!r}")
+    return tuple(ops)
+
+
+def build_transforms(spec: str, *, train: bool, image_size: int | Size, hflip: float = 0.5) -> list:
+    """The per-image transforms of recipe `spec` (see the module docstring) for train or eval."""
+    if not 0.0 <= hflip <= 1.0:
+        raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
+    size = as_size(image_size)
+    ops = parse_augment(spec)
+    random_resized = bool(ops) and ops[0][0] == "rrc"
+    if not train:
+        if random_resized:
+            return [Resize(math.floor(max(size) / EVAL_CROP_FRACTION)), CenterCrop(size)]
+        return [Resize(size)]
+    transforms = [] if random_resized else [Resize(size)]
+    for name, value in ops:
+        if name == "rrc":
+            transforms.append(RandomResizedCrop(size, scale=(value / 100, 1.0)))
+        elif name == "crop":
+            transforms.append(RandomCrop(size, padding=int(value)))
+        elif name == "flip" and hflip > 0:
+            transforms.append(RandomHorizontalFlip(hflip))
+        elif name == "rotate":
+            transforms.append(RandomRotation(value))
+        elif name == "gray":
+            transforms.append(Grayscale())
+    return transforms

@@ -1,0 +1,5 @@
+"""Exact Flax Linen versions of classic CNNs, behind one registry."""
+
+from jaxcnn.models.registry import create_model, list_models, model_options
+
+__all__ = ["create_model", "list_models", "model_options"]

@@ -1,0 +1,72 @@
+"""The files of a run folder: metrics.csv, TensorBoard events, train.log, JSON documents."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+
+from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
+
+from jaxcnn.report.console import format_epoch
+from jaxcnn.report.plots import plot_history
+
+METRIC_COLUMNS = (
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds", "images_per_second",
+)
+
+# Grouped so that TensorBoard draws train and validation of one metric in one chart.
+TENSORBOARD_TAGS = {
+    "train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy": "accuracy/train",
+    "val_accuracy": "accuracy/val", "lr": "lr", "images_per_second": "speed/images_per_second",
+}
+
+
+def write_json(path, obj) -> None:
+    """Write `obj` as indented JSON atomically (a killed run never leaves half a file)."""
+    path = pathlib.Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)
+
+
+class RunLogger:
+    """Logs epochs to the console, `metrics.csv`, TensorBoard (`tensorboard/`) and `train.log`.
+
+    `history` holds the rows restored from the checkpoint of a resumed run: the CSV is rewritten
+    from it and TensorBoard purges later events, so an epoch that ran after the last checkpoint
+    (and will run again) is never logged twice.
+    """
+
+    def __init__(self, run_dir, history: list[dict] = ()):
+        self.run_dir = pathlib.Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.history = list(history)
+        with open(self.run_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows({k: row[k] for k in METRIC_COLUMNS} for row in self.history)
+        self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=len(self.history) + 1)
+        self._log = open(self.run_dir / "train.log", "a")
+
+    def epoch_end(self, row: dict, total_epochs: int) -> None:
+        self.history.append(row)
+        with open(self.run_dir / "metrics.csv", "a", newline="") as f:
+            csv.DictWriter(f, METRIC_COLUMNS).writerow({k: row[k] for k in METRIC_COLUMNS})
+        for key, tag in TENSORBOARD_TAGS.items():
+            self._tensorboard.add_scalar(tag, row[key], row["epoch"])
+        self._tensorboard.flush()
+        self.message(format_epoch(row, total_epochs))
+
+    def message(self, text: str) -> None:
+        tqdm.write(text)
+        self._log.write(text + "\n")
+        self._log.flush()
+
+    def close(self) -> None:
+        """Flush TensorBoard and draw `curves.png` from the full history."""
+        self._tensorboard.close()
+        self._log.close()
+        if self.history:
+            plot_history(self.history, self.run_dir / "curves.png")

@@ -1,0 +1,60 @@
+"""Run a few sharded train/eval steps on every visible device and print the results as JSON.
+
+Run as a subprocess by tests/test_train_core.py with
+XLA_FLAGS=--xla_force_host_platform_device_count=N, which must be set before jax is imported.
+"""
+
+import json
+
+import jax
+import numpy as np
+
+from jaxcnn.train import (
+    PlateauConfig,
+    compile_steps,
+    make_mesh,
+    make_optimizer,
+    replicate,
+    shard_batch,
+    step_plateau,
+)
+from train_helpers import make_batch, tiny_state
+
+
+def main():
+    mesh = make_mesh()
+    plateau = PlateauConfig(mode="min", patience=0, factor=0.5)
+    optimizer = make_optimizer(
+        "sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
+        schedule="plateau", plateau=plateau, steps_per_epoch=2, epochs=3,
+    )
+    state = replicate(tiny_state(optimizer), mesh)
+    train_step, eval_step = compile_steps(mesh, label_smoothing=0.1)
+    losses = []
+    for step in range(4):
+        state, metrics = train_step(state, shard_batch(make_batch(8, seed=step), mesh))
+        losses.append(float(metrics["loss_sum"] / metrics["count"]))
+        if step == 1:  # two "epochs" end, the second without improvement: the LR halves
+            for metric in (1.0, 1.0):
+                opt_state, _ = step_plateau(state.opt_state, metric, plateau)
+                state = state.replace(opt_state=opt_state)
+    evaluation = jax.device_get(eval_step(state, shard_batch(make_batch(8, seed=9, valid=5), mesh)))
+    try:
+        shard_batch(make_batch(6), mesh)
+        batch_error = None
+    except ValueError as error:
+        batch_error = str(error)
+    print(json.dumps({
+        "devices": jax.device_count(),
+        "losses": losses,
+        "variables": [
+            np.asarray(x).ravel().tolist() for x in jax.tree.leaves((state.params, state.batch_stats))
+        ],
+        "eval": {name: np.asarray(value).tolist() for name, value in evaluation.items()},
+        "batch_error": batch_error,
+        "lr_scale": float(state.opt_state[1].scale),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The epoch loop around the pure steps: early stopping, non-finite losses, Ctrl-C, resume state."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn.models import create_model
+from jaxcnn.report.console import format_epoch
+from jaxcnn.train import (
+    Checkpointer,
+    EarlyStopping,
+    LoopState,
+    NonFiniteLossError,
+    compile_steps,
+    create_train_state,
+    fit,
+    make_mesh,
+    make_optimizer,
+    replicate,
+)
+
+
+@pytest.mark.parametrize(
+    "mode, values, stop_after",
+    [
+        ("max", [0.50, 0.60, 0.60, 0.59, 0.70], 4),  # two epochs without a better accuracy
+        ("min", [1.0, 0.9, 0.95, 0.85, 0.86, 0.9], 6),
+        ("max", [0.5, float("nan"), 0.4], 3),  # NaN never improves
+    ],
+)
+def test_early_stopping_triggers_after_patience_bad_epochs(mode, values, stop_after):
+    stopping = EarlyStopping(patience=2, mode=mode)
+    for epoch, value in enumerate(values, start=1):
+        stopping = stopping.update(value)
+        if stopping.should_stop:
+            break
+    assert epoch == stop_after
+
+
+def test_early_stopping_min_delta_and_disabled():
+    stopping = EarlyStopping(patience=1, mode="max", min_delta=0.05).update(0.5).update(0.54)
+    assert stopping.should_stop and stopping.best == 0.5
+    assert not EarlyStopping(patience=0).update(1.0).update(0.0).update(0.0).should_stop
+
+
+def test_loop_state_round_trips_through_json():
+    loop = LoopState(epoch=3, history=[{"epoch": 1}], early_stopping=EarlyStopping(4, "min", 0.1, 0.3, 2))
+    assert LoopState.from_json(loop.to_json()) == loop
+
+
+def test_epoch_line_matches_the_tutorials():
+    row = dict(epoch=3, train_loss=0.5521, train_accuracy=0.7123, val_loss=0.6093, val_accuracy=0.668,
+               lr=1e-4, epoch_seconds=41.23, images_per_second=155.2)
+    assert format_epoch(row, 55) == (
+        "Epoch 3/55 | train loss 0.552 acc 0.712 | val loss 0.609 acc 0.668 | lr 1e-04 | 41.2 s, 155 img/s"
+    )
+
+
+class ArrayLoader:
+    """Fixed batches of a tiny random 2-class problem (the loop only needs `len` and `epoch`)."""
+
+    def __init__(self, n_batches=3, batch=8, seed=0):
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, 2, (n_batches, batch)).astype(np.int32)
+        images = rng.normal(size=(n_batches, batch, 28, 28, 1)).astype(np.float32) + labels[..., None, None, None]
+        self.batches = [dict(image=images[i], label=labels[i], mask=np.ones(batch, np.float32))
+                        for i in range(n_batches)]
+
+    def __len__(self):
+        return len(self.batches)
+
+    def epoch(self, epoch):
+        return iter(self.batches)
+
+
+class Recorder:
+    def __init__(self):
+        self.rows, self.messages = [], []
+
+    def epoch_end(self, row, total_epochs):
+        self.rows.append(row)
+
+    def message(self, text):
+        self.messages.append(text)
+
+
+def small_setup():
+    mesh = make_mesh()
+    tx = make_optimizer("adam", learning_rate=1e-3, steps_per_epoch=3, epochs=5)
+    state = create_train_state(jax.random.key(0), create_model("lenet5", 2), tx, (28, 28, 1))
+    return mesh, replicate(state, mesh), *compile_steps(mesh)
+
+
+def test_non_finite_loss_stops_and_keeps_earlier_checkpoints(tmp_path):
+    mesh, state, train_step, eval_step = small_setup()
+    calls = []
+
+    def diverging_step(state, batch):  # the real step, whose loss turns NaN in epoch 2
+        calls.append(None)
+        state, metrics = train_step(state, batch)
+        if len(calls) > 3:
+            metrics = {**metrics, "loss_sum": metrics["loss_sum"] * jnp.nan}
+        return state, metrics
+
+    checkpointer = Checkpointer(tmp_path / "ckpt", best_metric="val_accuracy", best_mode="max")
+    recorder = Recorder()
+    with pytest.raises(NonFiniteLossError, match="epoch 2"):
+        fit(state, train_loader=ArrayLoader(), val_loader=ArrayLoader(seed=1), train_step=diverging_step,
+            eval_step=eval_step, mesh=mesh, epochs=5, checkpointer=checkpointer, logger=recorder,
+            progress=False)
+    checkpointer.wait()
+    assert [row["epoch"] for row in recorder.rows] == [1]
+    assert checkpointer.latest_epoch == 1 and checkpointer.best_epoch == 1
+    assert any("nan" in m and "earlier epochs are kept" in m for m in recorder.messages)
+    checkpointer.close()
+
+
+def test_ctrl_c_keeps_the_last_completed_epoch(tmp_path):
+    mesh, state, train_step, eval_step = small_setup()
+    calls = []
+
+    def interrupted_step(state, batch):
+        calls.append(None)
+        if len(calls) == 5:  # inside epoch 2
+            raise KeyboardInterrupt
+        return train_step(state, batch)
+
+    checkpointer = Checkpointer(tmp_path / "ckpt")
+    recorder = Recorder()
+    _, loop = fit(state, train_loader=ArrayLoader(), val_loader=ArrayLoader(seed=1),
+                  train_step=interrupted_step, eval_step=eval_step, mesh=mesh, epochs=5,
+                  checkpointer=checkpointer, logger=recorder, progress=False)
+    assert loop.epoch == 1 and loop.stop_reason == "interrupted during epoch 2"
+    assert checkpointer.latest_epoch == 1
+    assert "Last checkpoint: epoch 1" in recorder.messages[-1]
+    checkpointer.close()

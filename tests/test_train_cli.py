@@ -1,0 +1,129 @@
+"""End to end: `scripts/train.py` on the embedded demo and on a Kaggle-layout cat-and-dog folder."""
+
+import csv
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT
+from scripts.train import main
+
+DEMO = ["--arch", "lenet5", "--data", "demo", "--batch-size", "32", "--lr", "1e-3", "--no-progress"]
+
+
+def read_metrics(run_dir) -> list[dict]:
+    with open(pathlib.Path(run_dir) / "metrics.csv") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def test_demo_run_learns_and_writes_the_run_folder(tmp_path):
+    run = tmp_path / "run"
+    assert main(DEMO + ["--epochs", "3", "--out", str(run)]) == 0
+
+    rows = read_metrics(run)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert rows[-1]["val_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert all(row["images_per_second"] > 0 and row["lr"] == pytest.approx(1e-3) for row in rows)
+
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["arch"] == "lenet5" and config["environment"]["devices"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run / "curves.png").stat().st_size > 0
+    assert "Epoch 3/3 | train loss" in (run / "train.log").read_text()
+
+    results = json.loads((run / "results.json").read_text())
+    assert results["split"] == "test" and results["epochs_completed"] == 3
+    best_epoch = max(rows, key=lambda row: row["val_accuracy"])["epoch"]
+    assert results["best"]["epoch"] == best_epoch and results["last"]["epoch"] == 3
+    for tag in ("best", "last"):
+        assert results[tag]["examples"] == 400
+        assert len(results[tag]["per_class_accuracy"]) == 10
+        assert np.sum(results[tag]["confusion_matrix"]) == 400
+    kept = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept == sorted({best_epoch, 3})
+    assert not (run / "skipped_files.txt").exists()
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    """SIGKILL in the middle of epoch 2, `--resume`, and finish exactly like an uninterrupted run."""
+    args = DEMO + ["--epochs", "3", "--batch-size", "8", "--early-stop-patience", "0"]
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "train.py")]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command + args + ["--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "checkpoints" / "1").is_dir():  # orbax renames a save into place when complete
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)  # inside epoch 2
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(read_metrics(killed)) < 3
+
+    subprocess.run(command + ["--resume", str(killed), "--no-progress"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    straight = tmp_path / "straight"
+    assert main(args + ["--out", str(straight)]) == 0
+
+    resumed, expected = read_metrics(killed), read_metrics(straight)
+    keys = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"]
+    assert len(resumed) == len(expected) == 3
+    for got, want in zip(resumed, expected):
+        assert [got[k] for k in keys] == pytest.approx([want[k] for k in keys], rel=1e-6, abs=1e-7)
+    assert "Resuming" in (killed / "train.log").read_text()
+    final = json.loads((killed / "results.json").read_text())
+    assert final["last"]["accuracy"] == pytest.approx(
+        json.loads((straight / "results.json").read_text())["last"]["accuracy"])
+
+
+def write_catdog(root: pathlib.Path, per_class: int) -> None:
+    """The Kaggle "cat-and-dog" layout with real-looking photos (gradients + noise, varied sizes)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("training_set", per_class), ("test_set", per_class // 2)):
+        for label, name in enumerate(("cats", "dogs")):
+            folder = root / split / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                h, w = rng.integers(60, 120, size=2)
+                base = np.linspace(0, 255, w)[None, :, None] * (1 - label) + 40 * label
+                image = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(image).save(folder / f"{name[:-1]}.{i}.jpg", quality=90)
+    (root / "training_set" / "training_set" / "cats" / "_DS_Store.jpg").write_bytes(b"not an image")
+
+
+def test_catdog_vgg16_end_to_end(tmp_path):
+    data = tmp_path / "catdog"
+    write_catdog(data, per_class=12)
+    run = tmp_path / "run"
+    code = main(["--arch", "vgg16", "--data", "catdog", "--data-dir", str(data), "--image-size", "32",
+                 "--epochs", "1", "--batch-size", "4", "--out", str(run), "--no-progress"])
+    assert code == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["split"] == "test" and results["best"]["examples"] == 12
+    assert set(results["best"]["per_class_accuracy"]) == {"cats", "dogs"}
+    assert "_DS_Store.jpg" in (run / "skipped_files.txt").read_text()
+    assert results["skipped_files"] == 1
+
+
+def test_missing_catdog_prints_the_expected_layout(tmp_path, capsys):
+    assert main(["--data", "catdog", "--data-dir", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "training_set" in err and "kaggle" in err.lower()
+
+
+def test_unknown_arch_lists_valid_names(tmp_path, capsys):
+    assert main(["--arch", "vgg61", "--data", "demo", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "vgg16" in err and "resnet20" in err
