@@ -5,16 +5,21 @@ data -> model -> optimizer -> sharded state -> `fit` -> best/last checkpoints te
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import pathlib
 import platform
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
 
 from jaxcnn.data import Loader, load_data
+from jaxcnn.data.transforms import EVAL_CROP_FRACTION, parse_augment
 from jaxcnn.models import create_model
 from jaxcnn.report.run_log import RunLogger, write_json
 from jaxcnn.train import (
@@ -110,6 +115,14 @@ def environment() -> dict:
     }
 
 
+def _decode_size(config: TrainConfig) -> int | None:
+    """The size image folders decode to: the input size, or for random-resized-crop recipes the
+    larger 1/0.875 frame they crop from (256 for 224), as torchvision's ImageNet recipe does."""
+    if config.image_size and config.augment and any(op == "rrc" for op, _ in parse_augment(config.augment)):
+        return math.floor(config.image_size / EVAL_CROP_FRACTION)
+    return config.image_size
+
+
 def load_config(run_dir) -> TrainConfig:
     saved = json.loads((pathlib.Path(run_dir) / "config.json").read_text())["config"]
     saved["milestones"] = tuple(saved.get("milestones", ()))
@@ -123,12 +136,6 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     for name in (config.best_metric, config.plateau_metric):
         if name not in METRIC_MODES:
             raise ValueError(f"unknown metric {name!r}; choose from {sorted(METRIC_MODES)}")
-
-    data = load_data(
-        config.data, config.data_dir, val_split=config.val_split, split_seed=config.seed,
-        image_size=config.image_size, download=config.download, label_mode=config.label_mode, cache=config.cache,
-    )
-    image_size = config.image_size or data.default_image_size
     mesh = make_mesh()
     if config.batch_size % mesh.size:
         raise ValueError(
@@ -136,18 +143,78 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
             f"use a multiple of {mesh.size} (each device gets batch_size / {mesh.size} images)"
         )
 
-    def loader(source, train: bool) -> Loader:
-        return Loader(
-            source, batch_size=config.batch_size, train=train, image_size=image_size,
-            mean=data.mean, std=data.std, augment=config.augment or data.default_augment,
-            hflip=data.default_hflip if config.hflip is None else config.hflip,
-            seed=config.seed, workers=config.workers, channels=data.channels,
+    data = load_data(
+        config.data, config.data_dir, val_split=config.val_split, split_seed=config.seed,
+        image_size=_decode_size(config), download=config.download, label_mode=config.label_mode,
+        cache=config.cache,
+    )
+    image_size = config.image_size or data.default_image_size
+    with contextlib.ExitStack() as cleanup:
+        def loader(source, train: bool) -> Loader:
+            return cleanup.enter_context(Loader(
+                source, batch_size=config.batch_size, train=train, image_size=image_size,
+                mean=data.mean, std=data.std, augment=config.augment or data.default_augment,
+                hflip=data.default_hflip if config.hflip is None else config.hflip,
+                seed=config.seed, workers=config.workers, channels=data.channels,
+            ))
+
+        train_loader, val_loader = loader(data.train, True), loader(data.val, False)
+        test_loader = loader(data.test, False) if data.test is not None else None
+        state, plateau = _initial_state(config, data, image_size, len(train_loader), mesh)
+        train_step, eval_step = compile_steps(mesh, label_smoothing=config.label_smoothing)
+        checkpointer = cleanup.enter_context(Checkpointer(
+            run_dir / "checkpoints", best_metric=config.best_metric, best_mode=METRIC_MODES[config.best_metric]
+        ))
+        if resume and checkpointer.latest_epoch is not None:
+            state, meta = checkpointer.restore(state)
+            loop = LoopState.from_json(meta)
+        else:
+            loop = LoopState(early_stopping=EarlyStopping(
+                config.early_stop_patience, METRIC_MODES[config.best_metric], config.early_stop_min_delta
+            ))
+
+        write_json(run_dir / "config.json", {"config": dataclasses.asdict(config), "environment": environment()})
+        logger = RunLogger(run_dir, loop.history)
+        cleanup.callback(logger.close)
+        sizes = f"{len(data.train)} train / {len(data.val)} val" + (f" / {len(data.test)} test" if data.test else "")
+        logger.message(
+            f"{'Resuming' if loop.epoch else 'Training'} {config.arch} on {data.name}: "
+            f"{data.num_classes} classes, {sizes} images at {image_size}x{image_size}x{data.channels}, "
+            f"{mesh.size} {mesh.devices.flat[0].platform} device(s), run folder {run_dir}"
+            + (f", from epoch {loop.epoch + 1}" if loop.epoch else "")
         )
+        logger.skipped_files(data.skipped_files())
 
-    train_loader, val_loader = loader(data.train, True), loader(data.val, False)
-    test_loader = loader(data.test, False) if data.test is not None else None
+        abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)  # survives donation
+        failure = None
+        try:
+            state, loop = fit(
+                state, train_loader=train_loader, val_loader=val_loader, train_step=train_step,
+                eval_step=eval_step, mesh=mesh, epochs=config.epochs, loop=loop,
+                best_metric=config.best_metric, plateau=plateau, plateau_metric=config.plateau_metric,
+                checkpointer=checkpointer, logger=logger, progress=config.progress,
+            )
+        except NonFiniteLossError as error:
+            failure = error
+        logger.skipped_files(data.skipped_files())  # files that failed at read time are known only now
 
-    model = create_model(config.arch, data.num_classes, dtype=config.dtype, **config.model_options)
+        split = "test" if test_loader else "val"
+        results = _test_checkpoints(
+            checkpointer, abstract_state, eval_step, test_loader or val_loader, split, mesh, data.class_names, logger
+        )
+        results.update(
+            split=split, epochs_completed=loop.epoch, stop_reason=str(failure or loop.stop_reason or "completed"),
+            skipped_files=len(data.skipped_files()),
+        )
+        write_json(run_dir / "results.json", results)
+    if failure:
+        raise failure
+    return results
+
+
+def _initial_state(config: TrainConfig, data, image_size: int, steps_per_epoch: int, mesh):
+    """Model, optimizer (with its plateau schedule, if any) and the replicated initial TrainState."""
+    model = create_model(config.arch, data.num_classes, dtype=jnp.dtype(config.dtype), **config.model_options)
     plateau = None
     if config.schedule == "plateau":
         plateau = PlateauConfig(
@@ -157,76 +224,14 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
         )
     optimizer = make_optimizer(
         config.optimizer, learning_rate=config.lr, schedule=config.schedule,
-        steps_per_epoch=len(train_loader), epochs=config.epochs, momentum=config.momentum,
+        steps_per_epoch=steps_per_epoch, epochs=config.epochs, momentum=config.momentum,
         nesterov=config.nesterov, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
         milestones=config.milestones, gamma=config.gamma, plateau=plateau,
     )
     state = create_train_state(
         jax.random.key(config.seed), model, optimizer, (image_size, image_size, data.channels)
     )
-    state = replicate(state, mesh)
-    train_step, eval_step = compile_steps(mesh, label_smoothing=config.label_smoothing)
-
-    checkpointer = Checkpointer(
-        run_dir / "checkpoints", best_metric=config.best_metric, best_mode=METRIC_MODES[config.best_metric]
-    )
-    if resume and checkpointer.latest_epoch is not None:
-        state, meta = checkpointer.restore(state)
-        loop = LoopState.from_json(meta)
-    else:
-        stopping = None
-        if config.early_stop_patience:
-            stopping = EarlyStopping(
-                config.early_stop_patience, METRIC_MODES[config.best_metric], config.early_stop_min_delta
-            )
-        loop = LoopState(early_stopping=stopping)
-
-    write_json(run_dir / "config.json", {"config": dataclasses.asdict(config), "environment": environment()})
-    logger = RunLogger(run_dir, loop.history)
-    sizes = f"{len(data.train)} train / {len(data.val)} val" + (f" / {len(data.test)} test" if data.test else "")
-    logger.message(
-        f"{'Resuming' if loop.epoch else 'Training'} {config.arch} on {data.name}: {data.num_classes} classes, "
-        f"{sizes} images at {image_size}x{image_size}x{data.channels}, "
-        f"{mesh.size} {jax.devices()[0].platform} device(s), run folder {run_dir}"
-        + (f", from epoch {loop.epoch + 1}" if loop.epoch else "")
-    )
-    skipped = data.skipped_files()
-    _write_skipped(run_dir, skipped, logger)
-
-    failure = None
-    try:
-        state, loop = fit(
-            state, train_loader=train_loader, val_loader=val_loader, train_step=train_step,
-            eval_step=eval_step, mesh=mesh, epochs=config.epochs, loop=loop,
-            best_metric=config.best_metric, plateau=plateau, plateau_metric=config.plateau_metric,
-            checkpointer=checkpointer, logger=logger, progress=config.progress,
-        )
-    except NonFiniteLossError as error:
-        failure = str(error)
-    # Files that first failed to decode during training are known only now.
-    if len(data.skipped_files()) != len(skipped):
-        _write_skipped(run_dir, data.skipped_files(), logger)
-
-    split = "test" if test_loader else "val"
-    results = _test_checkpoints(
-        checkpointer, state, eval_step, test_loader or val_loader, split, mesh, data.class_names, logger
-    )
-    results.update(
-        split=split, epochs_completed=loop.epoch,
-        stop_reason=failure or loop.stop_reason, skipped_files=len(data.skipped_files()),
-    )
-    write_json(run_dir / "results.json", results)
-    checkpointer.close()
-    logger.close()
-    if failure:
-        raise NonFiniteLossError(failure)
-    return results
-
-
-def _write_skipped(run_dir: pathlib.Path, skipped: list[tuple[str, str]], logger: RunLogger) -> None:
-    if skipped:
-        (run_dir / "skipped_files.txt").write_text("".join(f"{path}\t{reason}\n" for path, reason in skipped))
-        logger.message(f"Skipped {len(skipped)} unreadable file(s); listed in {run_dir / 'skipped_files.txt'}")
+    return replicate(state, mesh), plateau
 
 
 def _test_checkpoints(checkpointer, state, eval_step, loader, split, mesh, class_names, logger) -> dict:

@@ -307,7 +307,7 @@ def _reject_archive_options(dataset: str, download: bool, label_mode) -> None:
 
 
 def folder_splits(name: str, train_dir: str, val_dir: str | None, test_dir: str | None, *, val_split: float,
-                  split_seed: int, image_size: int | None, cache: bool) -> DataSplits:
+                  split_seed: int, image_size: int | None, cache: bool, default_hflip: float = 0.5) -> DataSplits:
     """Sources for train (and val, test) folders; val is a stratified seeded split when there is none.
 
     Channels, class names, image size and normalization statistics come from the training images
@@ -334,6 +334,7 @@ def folder_splits(name: str, train_dir: str, val_dir: str | None, test_dir: str 
         std=train.std,
         default_image_size=train.image_size,
         default_augment="flip",
+        default_hflip=default_hflip,
         val_is_split=val_is_split,
     )
 
@@ -381,7 +382,8 @@ def load_catdog(data_dir=None, *, val_split, split_seed, image_size=None, downlo
             f" unzip it into {root}, or point --data-dir at the folder holding training_set/."
         )
     return folder_splits("catdog", train_dir, None, _kaggle_split_dir(root, "test_set"), val_split=val_split,
-                         split_seed=split_seed, image_size=image_size or MAX_DEFAULT_IMAGE_SIZE, cache=cache)
+                         split_seed=split_seed, image_size=image_size or MAX_DEFAULT_IMAGE_SIZE, cache=cache,
+                         default_hflip=0.3)  # the tutorial's RandomHorizontalFlip(p=0.3)
 
 
 def load_demo(data_dir=None, *, val_split, split_seed, image_size=None, download=False, label_mode=None,

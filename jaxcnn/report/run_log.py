@@ -49,6 +49,7 @@ class RunLogger:
             writer.writerows({k: row[k] for k in METRIC_COLUMNS} for row in self.history)
         self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=len(self.history) + 1)
         self._log = open(self.run_dir / "train.log", "a")
+        self._skipped_reported = 0
 
     def epoch_end(self, row: dict, total_epochs: int) -> None:
         self.history.append(row)
@@ -58,6 +59,14 @@ class RunLogger:
             self._tensorboard.add_scalar(tag, row[key], row["epoch"])
         self._tensorboard.flush()
         self.message(format_epoch(row, total_epochs))
+
+    def skipped_files(self, skipped: list[tuple[str, str]]) -> None:
+        """Write `skipped_files.txt` (path, tab, reason) and say so, whenever the list grew."""
+        if len(skipped) > self._skipped_reported:
+            path = self.run_dir / "skipped_files.txt"
+            path.write_text("".join(f"{file}\t{reason}\n" for file, reason in skipped))
+            self.message(f"Skipped {len(skipped)} unreadable file(s); listed in {path}")
+            self._skipped_reported = len(skipped)
 
     def message(self, text: str) -> None:
         tqdm.write(text)
