@@ -48,8 +48,8 @@ class TrainConfig:
     accuracy, 80/20 split with seed 42). `None` means "the dataset's default".
     """
 
-    arch: str = "vgg16"
-    data: str = "demo"
+    arch: str
+    data: str
     data_dir: str | None = None
     image_size: int | None = None
     epochs: int = 55

@@ -11,9 +11,20 @@ import ast
 import dataclasses
 import sys
 
+from jaxcnn.data import list_datasets
 from jaxcnn.experiment import TrainConfig, load_config, train
+from jaxcnn.models import list_models
 
-DEFAULTS = TrainConfig()
+DEFAULTS = TrainConfig(arch="", data="")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless it is None/False (those flags say what they default to)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def model_option(text: str) -> tuple[str, object]:
@@ -34,14 +45,13 @@ def int_list(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("model and data")
-    g.add_argument("--arch", default=DEFAULTS.arch, help="model name (python scripts/summary.py --list)")
+    g.add_argument("--arch", help=f"model (required): {', '.join(list_models())}")
     g.add_argument("--model-opt", dest="model_options", type=model_option, action="append", default=[],
                    metavar="KEY=VALUE", help="model option, e.g. head=classic, stem=cifar, aux_logits=False")
-    g.add_argument("--data", default=DEFAULTS.data,
-                   help="demo, catdog, cifar10, cifar100, mnist, fashion_mnist, tfds:NAME or a folder path")
+    g.add_argument("--data", help=f"dataset (required): {', '.join(list_datasets())}")
     g.add_argument("--data-dir", default=None, help="where the dataset lies (default: ./data/<name>)")
     g.add_argument("--image-size", type=int, default=None, help="square input size (default: the dataset's)")
     g.add_argument("--val-split", type=float, default=DEFAULTS.val_split,
@@ -57,29 +67,35 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help=f"epochs to train (default {DEFAULTS.epochs})")
     g.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="global batch, split over devices")
-    g.add_argument("--optimizer", default=DEFAULTS.optimizer, choices=["adam", "adamw", "sgd"])
+    g.add_argument("--optimizer", default=DEFAULTS.optimizer, choices=["adam", "adamw", "sgd"], help="optimizer")
     g.add_argument("--lr", type=float, default=DEFAULTS.lr, help="(initial) learning rate")
     g.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help="SGD momentum")
     g.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     g.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
                    help="L2 penalty (decoupled for adamw), as torch")
-    g.add_argument("--schedule", default=DEFAULTS.schedule, choices=["constant", "cosine", "step", "plateau"])
+    g.add_argument("--schedule", default=DEFAULTS.schedule, choices=["constant", "cosine", "step", "plateau"],
+                   help="LR schedule; plateau = torch ReduceLROnPlateau, checked once per epoch")
     g.add_argument("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs, help="linear warm-up from 0 (any schedule)")
     g.add_argument("--milestones", type=int_list, default=DEFAULTS.milestones, help="step: epochs, e.g. 100,150")
     g.add_argument("--gamma", type=float, default=DEFAULTS.gamma, help="step: LR factor at each milestone")
-    g.add_argument("--plateau-metric", default=DEFAULTS.plateau_metric, choices=["val_loss", "val_accuracy"])
-    g.add_argument("--plateau-factor", type=float, default=DEFAULTS.plateau_factor)
+    g.add_argument("--plateau-metric", default=DEFAULTS.plateau_metric, choices=["val_loss", "val_accuracy"],
+                   help="metric the plateau schedule watches")
+    g.add_argument("--plateau-factor", type=float, default=DEFAULTS.plateau_factor, help="LR multiplier")
     g.add_argument("--plateau-patience", type=int, default=DEFAULTS.plateau_patience,
                    help="epochs without improvement tolerated before reducing (torch semantics)")
-    g.add_argument("--plateau-threshold", type=float, default=DEFAULTS.plateau_threshold, help="relative")
-    g.add_argument("--plateau-cooldown", type=int, default=DEFAULTS.plateau_cooldown)
-    g.add_argument("--plateau-min-lr", type=float, default=DEFAULTS.plateau_min_lr)
+    g.add_argument("--plateau-threshold", type=float, default=DEFAULTS.plateau_threshold,
+                   help="relative improvement that counts")
+    g.add_argument("--plateau-cooldown", type=int, default=DEFAULTS.plateau_cooldown,
+                   help="epochs to wait after a reduction")
+    g.add_argument("--plateau-min-lr", type=float, default=DEFAULTS.plateau_min_lr, help="LR floor")
     g.add_argument("--early-stop-patience", type=int, default=DEFAULTS.early_stop_patience,
                    help="stop after this many epochs without a better --best-metric (0: never)")
-    g.add_argument("--early-stop-min-delta", type=float, default=DEFAULTS.early_stop_min_delta)
+    g.add_argument("--early-stop-min-delta", type=float, default=DEFAULTS.early_stop_min_delta,
+                   help="smallest change of --best-metric that counts as better")
     g.add_argument("--best-metric", default=DEFAULTS.best_metric, choices=["val_accuracy", "val_loss"],
                    help="selects the best checkpoint and drives early stopping")
-    g.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing)
+    g.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
+                   help="torch-style label smoothing of the training loss")
     g.add_argument("--dtype", default=DEFAULTS.dtype, choices=["float32", "bfloat16"],
                    help="computation dtype (parameters and optimizer state stay float32)")
     g.add_argument("--seed", type=int, default=DEFAULTS.seed, help="split, initialisation, shuffling, augmentation")
@@ -93,8 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    options = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    options = vars(parser.parse_args(argv))
     resume = options.pop("resume")
+    if not resume and not (options["arch"] and options["data"]):
+        parser.error("--arch and --data are required (unless --resume RUN_DIR)")
     if resume:
         saved = load_config(resume)
         config = dataclasses.replace(saved, out=resume, progress=options["progress"],
