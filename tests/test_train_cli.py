@@ -118,7 +118,7 @@ def test_catdog_vgg16_end_to_end(tmp_path):
 
 
 def test_missing_catdog_prints_the_expected_layout(tmp_path, capsys):
-    assert main(["--data", "catdog", "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert main(["--arch", "vgg16", "--data", "catdog", "--data-dir", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "training_set" in err and "kaggle" in err.lower()
 
