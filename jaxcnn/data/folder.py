@@ -18,12 +18,14 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 import warnings
 import weakref
 
 import numpy as np
 from PIL import Image
 
+from jaxcnn.data.arrays import channel_stats
 from jaxcnn.data.decode import ImageInfo, UnreadableImage, decode_image, probe_image
 from jaxcnn.data.splits import DataNotFoundError, DataSplits, Subset, stratified_split
 
@@ -138,8 +140,8 @@ class ImageFolderSource:
                 f" (training classes: {', '.join(class_names)})."
             )
         self.class_names = tuple(class_names)
-        fd, self._skip_log = tempfile.mkstemp(prefix="jaxcnn-skipped-", suffix=".jsonl")
-        os.close(fd)
+        # Named now so that worker processes inherit it; created only by the first read-time skip.
+        self._skip_log = os.path.join(tempfile.gettempdir(), f"jaxcnn-skipped-{uuid.uuid4().hex}.jsonl")
         weakref.finalize(self, _remove_owned, self._skip_log, os.getpid())
         self._known_bad: set[str] = set()  # per process: skip without decoding again
         headers = self._index(folders)
@@ -253,22 +255,11 @@ class ImageFolderSource:
         """
         indices = np.arange(len(self)) if indices is None else np.asarray(indices)
         picks = indices[np.linspace(0, len(indices) - 1, min(max_images, len(indices))).round().astype(int)]
-        total = np.zeros(self.channels)
-        total_sq = np.zeros(self.channels)
-        count = 0
         with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
-            for record in pool.map(self.__getitem__, picks):
-                if record is not None:
-                    pixels = record["image"].reshape(-1, self.channels).astype(np.float64) / 255.0
-                    total += pixels.sum(0)
-                    total_sq += np.square(pixels).sum(0)
-                    count += len(pixels)
-        if count == 0:
+            images = [record["image"] for record in pool.map(self.__getitem__, picks) if record is not None]
+        if not images:
             raise ValueError(f"No readable image in {self.root!r} to compute normalization statistics from.")
-        mean = total / count
-        # Floored at one grey level so that normalizing a constant image cannot divide by zero.
-        std = np.sqrt(np.maximum(total_sq / count - mean**2, (1 / 255) ** 2))
-        return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+        return channel_stats(images)
 
     @property
     def mean(self) -> tuple[float, ...]:
