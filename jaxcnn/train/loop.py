@@ -12,7 +12,6 @@ import math
 import time
 from typing import Callable, Protocol
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from jaxcnn.train.early_stopping import EarlyStopping
@@ -122,13 +121,59 @@ def fit(
     if loop.early_stopping is not None and loop.early_stopping.should_stop:
         logger.message(f"Nothing to train: this run already stopped early after epoch {loop.epoch}.")
         return state, loop
+
+    def run_epoch(epoch: int, state):
+        bar = tqdm(total=len(train_loader), desc=f"Epoch {epoch}/{epochs}", leave=False, disable=not progress or None)
+        with bar:
+            started = time.perf_counter()
+            state, train = train_epoch(train_step, state, train_loader.epoch(epoch), mesh, progress=bar)
+            train_seconds = time.perf_counter() - started
+        train_loss = float(train["loss_sum"] / train["count"])
+        if not math.isfinite(train_loss):
+            loop.stop_reason = f"non-finite training loss ({train_loss}) in epoch {epoch}"
+            logger.message(
+                f"Stopping: the training loss became {train_loss} in epoch {epoch}. "
+                "The checkpoints of earlier epochs are kept; try a lower --lr."
+            )
+            raise NonFiniteLossError(loop.stop_reason)
+
+        val = evaluate(eval_step, state, val_loader.epoch(epoch), mesh)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": float(train["correct"] / train["count"]),
+            "val_loss": val.loss,
+            "val_accuracy": val.accuracy,
+            "lr": current_learning_rate(state.opt_state),
+            "epoch_seconds": time.perf_counter() - started,
+            "images_per_second": float(train["count"]) / train_seconds,
+        }
+        reduced = False
+        if plateau is not None:
+            opt_state, reduced = step_plateau(state.opt_state, row[plateau_metric], plateau)
+            state = state.replace(opt_state=opt_state)
+        if loop.early_stopping is not None:
+            loop.early_stopping = loop.early_stopping.update(row[best_metric])
+            if loop.early_stopping.should_stop:
+                loop.stop_reason = (
+                    f"early stopping: {best_metric} did not improve for {loop.early_stopping.patience} epochs"
+                )
+        loop.epoch = epoch
+        loop.history.append(row)
+        if checkpointer is not None:
+            checkpointer.save(epoch, state, meta=loop.to_json(), metrics=row)
+        logger.epoch_end(row, epochs)
+        if reduced:
+            logger.message(
+                f"{plateau_metric} did not improve for more than {plateau.patience} epochs: "
+                f"learning rate reduced to {current_learning_rate(state.opt_state):.3g}"
+            )
+        return state
+
     loop.stop_reason = None  # an interrupted run continues
     try:
         for epoch in range(loop.epoch + 1, epochs + 1):
-            state = _run_epoch(
-                epoch, epochs, state, loop, train_loader, val_loader, train_step, eval_step, mesh,
-                best_metric, plateau, plateau_metric, checkpointer, logger, progress,
-            )
+            state = run_epoch(epoch, state)
             if loop.stop_reason:
                 logger.message(f"Stopping after epoch {epoch}: {loop.stop_reason}.")
                 break
@@ -144,62 +189,3 @@ def fit(
     if checkpointer is not None:
         checkpointer.wait()
     return state, loop
-
-
-def _run_epoch(
-    epoch, epochs, state, loop, train_loader, val_loader, train_step, eval_step, mesh,
-    best_metric, plateau, plateau_metric, checkpointer, logger, progress,
-):
-    with tqdm(total=len(train_loader), desc=f"Epoch {epoch}/{epochs}", leave=False, disable=not progress or None) as bar:
-        started = time.perf_counter()
-        state, train = train_epoch(train_step, state, train_loader.epoch(epoch), mesh, progress=bar)
-        train_seconds = time.perf_counter() - started
-    train_loss = float(train["loss_sum"] / train["count"])
-    if not math.isfinite(train_loss):
-        loop.stop_reason = f"non-finite training loss ({train_loss}) in epoch {epoch}"
-        logger.message(
-            f"Stopping: the training loss became {train_loss} in epoch {epoch}. "
-            "The checkpoints of earlier epochs are kept; try a lower --lr."
-        )
-        raise NonFiniteLossError(loop.stop_reason)
-
-    val = evaluate(eval_step, state, val_loader.epoch(epoch), mesh)
-    row = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "train_accuracy": float(train["correct"] / train["count"]),
-        "val_loss": val.loss,
-        "val_accuracy": val.accuracy,
-        "lr": current_learning_rate(state.opt_state),
-        "epoch_seconds": time.perf_counter() - started,
-        "images_per_second": float(train["count"]) / train_seconds,
-    }
-    if plateau is not None:
-        opt_state, reduced = step_plateau(state.opt_state, row[plateau_metric], plateau)
-        state = state.replace(opt_state=opt_state)
-    if loop.early_stopping is not None:
-        loop.early_stopping = loop.early_stopping.update(row[best_metric])
-        if loop.early_stopping.should_stop:
-            loop.stop_reason = (
-                f"early stopping: {best_metric} did not improve for {loop.early_stopping.patience} epochs"
-            )
-    loop.epoch = epoch
-    loop.history.append(row)
-    if checkpointer is not None:
-        checkpointer.save(epoch, state, meta=loop.to_json(), metrics=row)
-    logger.epoch_end(row, epochs)
-    if plateau is not None and reduced:
-        logger.message(
-            f"{plateau_metric} did not improve for more than {plateau.patience} epochs: "
-            f"learning rate reduced to {current_learning_rate(state.opt_state):.3g}"
-        )
-    return state
-
-
-def best_row(history: list[dict], metric: str) -> dict | None:
-    """The epoch row with the best finite `metric` (first one on ties), as the checkpointer keeps it."""
-    rows = [row for row in history if np.isfinite(row[metric])]
-    if not rows:
-        return None
-    pick = max if METRIC_MODES[metric] == "max" else min
-    return pick(rows, key=lambda row: row[metric])
