@@ -127,3 +127,10 @@ def test_unknown_arch_lists_valid_names(tmp_path, capsys):
     assert main(["--arch", "vgg61", "--data", "demo", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "vgg16" in err and "resnet20" in err
+
+
+def test_bfloat16_compute_trains(tmp_path):
+    run = tmp_path / "bf16"
+    assert main(DEMO + ["--epochs", "2", "--dtype", "bfloat16", "--out", str(run)]) == 0
+    assert read_metrics(run)[-1]["val_accuracy"] > 0.5
+    assert json.loads((run / "config.json").read_text())["config"]["dtype"] == "bfloat16"
