@@ -41,7 +41,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 
@@ -66,14 +65,6 @@ PEAK_TFLOPS = (
     ("t4", 8.1, None),
 )
 
-RECORD_KEYS = (
-    "arch", "mode", "image_size", "channels", "num_classes", "dtype", "devices", "per_device_batch",
-    "global_batch", "compile_s", "steps_per_window", "windows", "step_s", "images_per_s",
-    "window_images_per_s", "flops_per_image", "tflops_per_s", "mfu", "xla_memory_bytes",
-    "peak_memory_bytes", "peak_memory_source",
-)
-
-
 def peak_tflops(device_kind: str, dtype: str) -> float | None:
     kind = device_kind.lower()
     for name, float32, bfloat16 in PEAK_TFLOPS:
@@ -82,7 +73,7 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
     return None
 
 
-def measure(setup: harness.TrainSetup, args) -> dict:
+def measure(setup: harness.TrainSetup, args, data=None) -> dict:
     """Compile, warm up and time one configuration; returns its record (without scaling)."""
     harness.reset_peak_rss()
     compiled, compile_s = setup.compile(eval=args.eval)
@@ -99,21 +90,18 @@ def measure(setup: harness.TrainSetup, args) -> dict:
             state, metrics = setup.train_step(state, setup.batch if batches is None else next(batches))
         jax.block_until_ready((state, metrics))
 
-    start = time.perf_counter()
-    run(1)  # the executable is cached by `compile`; this is the first execution
-    steps = args.steps or max(1, round(args.window_seconds / (time.perf_counter() - start)))
+    run(1)  # the first execution (the executable is cached by `compile`)
+    steps = args.steps or max(1, round(args.window_seconds / harness.seconds(run, 1)))
     record = {"arch": setup.arch, "mode": "eval" if args.eval else "train"}
     if args.pipeline:
-        batches = pipeline_batches(setup, args)
-        run(steps, batches)  # warm-up, and the loader's threads or workers started
-        pairs = [harness.timed_windows(lambda: run(steps), windows=1, warmup=0)
-                 + harness.timed_windows(lambda: run(steps, batches), windows=1, warmup=0)
-                 for _ in range(args.windows)]
-        bare, fed = zip(*pairs)
+        loader, batches = pipeline_batches(setup, data, args)
+        run(steps, batches)  # warm-up; the loader's threads or workers start
+        bare, fed = zip(*[(harness.seconds(run, steps), harness.seconds(run, steps, batches))
+                          for _ in range(args.windows)])
+        loader.close()
         bare_rate = steps * setup.global_batch / harness.median(bare)
         seconds = list(fed)
-        record.update(mode="pipeline", data=args.data, workers=args.workers,
-                      step_images_per_s=bare_rate,
+        record.update(mode="pipeline", data=args.data, workers=args.workers, step_images_per_s=bare_rate,
                       pipeline_ratio=steps * setup.global_batch / harness.median(seconds) / bare_rate)
     else:
         seconds = harness.timed_windows(lambda: run(steps), windows=args.windows, warmup=args.warmup)
@@ -142,17 +130,17 @@ def measure(setup: harness.TrainSetup, args) -> dict:
     return record
 
 
-def pipeline_batches(setup: harness.TrainSetup, args):
-    """Batches of `args.data` through the Loader and the loop's device prefetch, epoch after epoch."""
+def pipeline_batches(setup: harness.TrainSetup, data, args):
+    """The training split's batches through the Loader and the loop's device prefetch, epoch
+    after epoch: `(loader, iterator)`."""
     from jaxcnn.data import Loader
     from jaxcnn.train.evaluate import prefetch_to_mesh
 
-    data = load_pipeline_data(args)
     loader = Loader(data.train, batch_size=setup.global_batch, train=True, image_size=setup.image_size,
                     mean=data.mean, std=data.std, augment=data.default_augment, hflip=data.default_hflip,
                     seed=setup.seed, workers=args.workers, channels=setup.channels)
     host = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count())
-    return iter(prefetch_to_mesh(host, setup.mesh))
+    return loader, iter(prefetch_to_mesh(host, setup.mesh))
 
 
 def load_pipeline_data(args):
@@ -164,7 +152,7 @@ def load_pipeline_data(args):
 def run_configs(args, device_counts) -> list[dict]:
     """Measure every configuration for each device count in this process; one record each."""
     env = harness.environment()
-    channels, num_classes = args.channels, args.num_classes
+    channels, num_classes, data = args.channels, args.num_classes, None
     if args.pipeline:
         data = load_pipeline_data(args)
         channels, num_classes = data.channels, data.num_classes
@@ -176,7 +164,7 @@ def run_configs(args, device_counts) -> list[dict]:
         try:
             setup = harness.TrainSetup(**config, channels=channels, num_classes=num_classes,
                                        optimizer=args.optimizer)
-            record = measure(setup, args)
+            record = measure(setup, args, data)
         except Exception as error:  # a configuration that cannot run (too small, out of memory) is reported
             record = {**config, "mode": "pipeline" if args.pipeline else "eval" if args.eval else "train",
                       "error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
@@ -201,6 +189,7 @@ def run_subprocesses(args, argv: list[str]) -> list[dict]:
             env = dict(os.environ, JAX_PLATFORMS="cpu")
             flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
             env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+            # The later --devices overrides the caller's; a subprocess never writes --json.
             command = [sys.executable, __file__, *argv, "--devices", str(devices), "--records", out.name]
             print(f"{devices} CPU device(s):", flush=True)
             subprocess.run(command, env=env, check=True)
@@ -246,8 +235,9 @@ def print_table(records: list[dict]) -> None:
         )
     r = next((r for r in records if "error" not in r), records[0] if records else None)
     if r:
+        flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", r["xla_flags"]).strip()
         print(f"\njax {r['jax']}, jaxlib {r['jaxlib']}, {r['platform']} ({r['device_kind']}), "
-              f"{r['host_cpus']} host CPUs; XLA_FLAGS={r['xla_flags']!r}")
+              f"{r['host_cpus']} host CPUs; XLA_FLAGS={flags!r} (besides the device count)")
 
 
 def comma_list(kind):
@@ -264,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=comma_list(int), default=[1], help="device counts, e.g. 1,2,4")
     p.add_argument("--channels", type=int, default=3, help="input channels (synthetic data)")
     p.add_argument("--num-classes", type=int, default=10, help="classifier width (synthetic data)")
-    p.add_argument("--optimizer", default=harness.CLI.optimizer, choices=["adam", "adamw", "sgd"])
+    p.add_argument("--optimizer", default=harness.CLI["optimizer"], choices=["adam", "adamw", "sgd"])
     p.add_argument("--windows", type=int, default=5, help="timed windows; medians are reported")
     p.add_argument("--warmup", type=int, default=1, help="untimed windows after the first step")
     p.add_argument("--window-seconds", type=float, default=1.0, help="target length of a window")
@@ -295,11 +285,7 @@ def main(argv: list[str] | None = None) -> None:
                 out.write(json.dumps(record) + "\n")
         return
     if jax.default_backend() == "cpu":
-        own = [a for a in argv if not a.startswith("--devices")]
-        if "--devices" in argv:  # "--devices N" given as two words
-            i = argv.index("--devices")
-            own = argv[:i] + argv[i + 2:]
-        records = run_subprocesses(args, [a for a in own if not a.startswith("--json")])
+        records = run_subprocesses(args, argv)
     else:
         visible = jax.device_count()
         too_many = [n for n in args.devices if n > visible]

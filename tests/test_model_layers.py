@@ -133,3 +133,26 @@ def test_zero_pad_shortcut_subsamples_and_appends_zero_channels():
     np.testing.assert_array_equal(y[..., :3], x[:, ::2, ::2])
     assert not jnp.any(y[..., 3:])
 
+
+
+@pytest.mark.parametrize("size, stride", [(1, 1), (1, 2), (2, 1), (2, 2), (3, 2)])
+def test_small_map_convolution_equals_xla_convolution(size, stride):
+    """The matmul path for maps smaller than the kernel computes exactly lax's convolution."""
+    from jaxcnn.models.layers import conv_general_dilated
+
+    key_x, key_w = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(key_x, (2, size, size, 5))
+    w = jax.random.normal(key_w, (3, 3, 5, 7))
+    args = ((stride, stride), ((1, 1), (1, 1)))
+    numbers = ("NHWC", "HWIO", "NHWC")
+
+    def reference(x, w):
+        return jax.lax.conv_general_dilated(x, w, *args, dimension_numbers=numbers)
+
+    def ours(x, w):
+        return conv_general_dilated(x, w, *args, dimension_numbers=numbers)
+
+    np.testing.assert_allclose(ours(x, w), reference(x, w), rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(lambda x, w, f=f: jnp.sum(f(x, w) ** 2), argnums=(0, 1))(x, w) for f in (ours, reference)]
+    for mine, theirs in zip(*grads):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-4)

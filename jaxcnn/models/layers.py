@@ -47,7 +47,37 @@ def torch_conv(module: nn.Module, *, use_bias: bool = False,
                kernel_init=kaiming_normal_fan_out) -> ModuleDef:
     """nn.Conv with the model's dtypes, no padding unless given, no bias (BN follows)."""
     return partial(nn.Conv, use_bias=use_bias, padding="VALID", kernel_init=kernel_init,
-                   dtype=module.dtype, param_dtype=module.param_dtype)
+                   dtype=module.dtype, param_dtype=module.param_dtype,
+                   conv_general_dilated=conv_general_dilated)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None,
+                         preferred_element_type=None):
+    """`lax.conv_general_dilated` (NHWC, HWIO), except on maps smaller than the kernel.
+
+    When the input or output map has fewer pixels than the kernel (a 3x3 conv on the 2x2 and
+    1x1 maps of VGG and ImageNet ResNets at 32-64 px), XLA's algebraic simplifier swaps the
+    convolution's operands, and XLA:CPU runs the swapped form (and its gradient) 20-40x slower
+    than a matmul (benchmarks/README.md). There the convolution is computed as one matmul of the
+    k*k shifted windows of the padded input with the flattened kernel: the same sum of products.
+    """
+    spatial, kernel = lhs.shape[1:-1], rhs.shape[:-2]
+    plain = (feature_group_count == 1 and not isinstance(padding, str)
+             and all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))))
+    if plain:
+        out = [(n + lo + hi - k) // s + 1
+               for n, (lo, hi), k, s in zip(spatial, padding, kernel, window_strides)]
+    if not plain or min(math.prod(spatial), math.prod(out)) >= math.prod(kernel):
+        return jax.lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, precision=precision, preferred_element_type=preferred_element_type)
+    x = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
+    (kh, kw), (sh, sw), (oh, ow) = kernel, window_strides, out
+    windows = [x[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
+               for i in range(kh) for j in range(kw)]
+    return jnp.dot(jnp.concatenate(windows, axis=-1), rhs.reshape(-1, rhs.shape[-1]),
+                   precision=precision, preferred_element_type=preferred_element_type)
 
 
 def torch_norm(module: nn.Module, train: bool, *, epsilon: float = 1e-5) -> ModuleDef:

@@ -1,0 +1,129 @@
+"""jaxcnn's train step against the same model, batch and optimizer in PyTorch, timed alternately.
+
+    PYTHONPATH=/tmp/torch_bench python benchmarks/compare_torch.py --arch resnet20,vgg16 \\
+        --image-size 32 --batch-size 32 [--rounds 5] [--json out.json]
+
+torch is optional (never a jaxcnn dependency): install it anywhere on PYTHONPATH, e.g.
+`pip install --target /tmp/torch_bench torch==2.13.0`. The PyTorch twins are in
+benchmarks/torch_models.py (the definitions the parity tests check against jaxcnn).
+
+Per architecture, three contenders train on the same synthetic batch with the CLI's optimizer
+(Adam, lr 1e-4 by default): jaxcnn's jitted `train_step` (harness.TrainSetup, 1 device),
+PyTorch eager in NCHW, and PyTorch eager in channels_last. Each round runs one window of each
+(A, B, C, A, B, C...: the machine's load drifts, so contenders alternate); the table shows the
+median images/s and jaxcnn / PyTorch ratios (above 1: jaxcnn is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import jax
+
+import harness
+
+try:
+    import torch
+    from torch.nn import functional as F
+except ImportError:
+    torch = None
+
+
+def torch_trainer(arch: str, batch: dict, *, image_size: int, channels: int, num_classes: int,
+                  optimizer: str, learning_rate: float, channels_last: bool):
+    """A closure running `steps` PyTorch training steps on `batch` (the Adam/SGD update included)."""
+    from torch_models import torch_model
+
+    model = torch_model(arch, num_classes, image_size, channels).train()
+    x = torch.from_numpy(batch["image"].transpose(0, 3, 1, 2).copy())
+    y = torch.from_numpy(batch["label"].astype("int64"))
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
+    else:
+        opt = (torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam)(model.parameters(), lr=learning_rate)
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            logits = model(x)
+            F.cross_entropy(logits[0] if isinstance(logits, tuple) else logits, y).backward()
+            opt.step()
+
+    return run
+
+
+def jax_trainer(setup: harness.TrainSetup):
+    state = setup.state
+
+    def run(steps: int) -> None:
+        nonlocal state
+        for _ in range(steps):
+            state, metrics = setup.train_step(state, setup.batch)
+        jax.block_until_ready((state, metrics))
+
+    return run
+
+
+def compare(arch: str, args) -> dict:
+    setup = harness.TrainSetup(arch, args.image_size, args.batch_size, channels=3,
+                               num_classes=args.num_classes, optimizer=args.optimizer)
+    host_batch = harness.synthetic_batch(args.batch_size, args.image_size, 3, args.num_classes, setup.seed)
+    contenders = {"jaxcnn": jax_trainer(setup)}
+    for name, channels_last in (("torch eager", False), ("torch channels_last", True)):
+        contenders[name] = torch_trainer(arch, host_batch, image_size=args.image_size, channels=3,
+                                         num_classes=args.num_classes, optimizer=args.optimizer,
+                                         learning_rate=setup.learning_rate, channels_last=channels_last)
+    steps = {}
+    for name, run in contenders.items():
+        run(1)  # compile / warm the allocators
+        steps[name] = max(1, round(args.window_seconds / harness.seconds(run, 1)))
+        run(steps[name])
+    rates = {name: [] for name in contenders}
+    for _ in range(args.rounds):
+        for name, run in contenders.items():
+            rates[name].append(steps[name] * args.batch_size / harness.seconds(run, steps[name]))
+    medians = {name: harness.median(r) for name, r in rates.items()}
+    return {
+        "arch": arch, "image_size": args.image_size, "batch_size": args.batch_size, "optimizer": args.optimizer,
+        "images_per_s": medians, "window_images_per_s": rates, "steps_per_window": steps,
+        "ratio_vs_torch_eager": medians["jaxcnn"] / medians["torch eager"],
+        "ratio_vs_torch_channels_last": medians["jaxcnn"] / medians["torch channels_last"],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--arch", default="resnet20,vgg16", help="comma list of models")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--optimizer", default=harness.CLI["optimizer"], choices=["adam", "adamw", "sgd"])
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
+    p.add_argument("--window-seconds", type=float, default=1.0, help="target length of one window")
+    p.add_argument("--json", help="write the results to this JSON file")
+    args = p.parse_args()
+    if torch is None:
+        sys.exit("torch is not importable: `pip install --target DIR torch==2.13.0` and put DIR on PYTHONPATH "
+                 "(torch is never a jaxcnn dependency)")
+    env = harness.environment() | {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    print(f"jax {env['jax']} ({env['device_kind']}), torch {env['torch']} ({env['torch_threads']} threads), "
+          f"{env['host_cpus']} CPUs; batch {args.batch_size}, {args.image_size} px, {args.optimizer}", flush=True)
+    results = []
+    for arch in args.arch.split(","):
+        results.append(compare(arch, args) | {"environment": env})
+        r = results[-1]
+        print(f"{arch:<13} " + "  ".join(f"{name} {rate:8.1f} img/s" for name, rate in r["images_per_s"].items())
+              + f"  | jaxcnn/eager {r['ratio_vs_torch_eager']:.2f}x"
+              f"  jaxcnn/channels_last {r['ratio_vs_torch_channels_last']:.2f}x", flush=True)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Smoke tests of the benchmark scripts: they run end to end and report complete, positive figures.
+
+Speed itself is never asserted here (benchmarks/README.md holds the measurements).
+"""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO_ROOT / "benchmarks"
+POSITIVE = ("compile_s", "step_s", "images_per_s", "flops_per_image", "tflops_per_s", "xla_memory_bytes",
+            "peak_memory_bytes", "speedup", "efficiency")
+
+
+def run_script(name: str, *args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=REPO_ROOT)
+
+
+def test_throughput_records_one_and_two_fake_devices(tmp_path):
+    out = tmp_path / "records.json"
+    result = run_script("throughput.py", "--arch", "lenet5", "--image-size", "28", "--batch-size", "4",
+                        "--devices", "1,2", "--steps", "2", "--windows", "2", "--warmup", "0", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = json.loads(out.read_text())
+    assert [(r["devices"], r["global_batch"]) for r in records] == [(1, 4), (2, 8)]
+    for record in records:
+        assert "error" not in record
+        assert record["arch"] == "lenet5" and record["mode"] == "train" and record["image_size"] == 28
+        assert record["device_count"] == record["devices"] == record["visible_devices"]
+        assert record["jax"] and record["jaxlib"] and record["device_kind"] and record["platform"] == "cpu"
+        assert record["mfu"] is None  # no known peak for a CPU
+        assert len(record["window_images_per_s"]) == record["windows"] == 2
+        for key in POSITIVE:
+            assert isinstance(record[key], (int, float)) and record[key] > 0 and math.isfinite(record[key]), key
+    assert records[0]["speedup"] == 1.0
+    # The same program per image on 1 and 2 devices: XLA counts one device's share of the work.
+    assert records[1]["flops_per_image"] == pytest.approx(records[0]["flops_per_image"], rel=0.05)
+    assert "lenet5" in result.stdout and "img/s" in result.stdout
+
+
+def test_throughput_rejects_unknown_architecture():
+    result = run_script("throughput.py", "--arch", "resnet9000")
+    assert result.returncode != 0 and "resnet9000" in result.stderr and "resnet20" in result.stderr
+
+
+def test_compare_torch_reports_ratios(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "torch.json"
+    result = run_script("compare_torch.py", "--arch", "lenet5", "--image-size", "28", "--batch-size", "4",
+                        "--rounds", "2", "--window-seconds", "0.05", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (record,) = json.loads(out.read_text())
+    assert set(record["images_per_s"]) == {"jaxcnn", "torch eager", "torch channels_last"}
+    assert all(rate > 0 for rate in record["images_per_s"].values())
+    assert record["ratio_vs_torch_eager"] > 0 and record["ratio_vs_torch_channels_last"] > 0
