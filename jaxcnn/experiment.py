@@ -196,7 +196,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
             )
         except NonFiniteLossError as error:
             failure = error
-        logger.skipped_files(data.skipped_files())  # files that failed at read time are known only now
+        skipped = data.skipped_files()  # now including the files that failed when first read
+        logger.skipped_files(skipped)
 
         split = "test" if test_loader else "val"
         results = _test_checkpoints(
@@ -204,7 +205,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
         )
         results.update(
             split=split, epochs_completed=loop.epoch, stop_reason=str(failure or loop.stop_reason or "completed"),
-            skipped_files=len(data.skipped_files()),
+            skipped_files=len(skipped),
         )
         write_json(run_dir / "results.json", results)
     if failure:
