@@ -14,6 +14,8 @@ import sys
 from jaxcnn.data import list_datasets
 from jaxcnn.experiment import TrainConfig, load_config, train
 from jaxcnn.models import list_models
+from jaxcnn.train import OPTIMIZERS, SCHEDULES
+from jaxcnn.train.loop import METRIC_MODES
 
 DEFAULTS = TrainConfig(arch="", data="")
 
@@ -67,18 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help=f"epochs to train (default {DEFAULTS.epochs})")
     g.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="global batch, split over devices")
-    g.add_argument("--optimizer", default=DEFAULTS.optimizer, choices=["adam", "adamw", "sgd"], help="optimizer")
+    g.add_argument("--optimizer", default=DEFAULTS.optimizer, choices=OPTIMIZERS, help="optimizer")
     g.add_argument("--lr", type=float, default=DEFAULTS.lr, help="(initial) learning rate")
     g.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help="SGD momentum")
     g.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     g.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
                    help="L2 penalty (decoupled for adamw), as torch")
-    g.add_argument("--schedule", default=DEFAULTS.schedule, choices=["constant", "cosine", "step", "plateau"],
+    g.add_argument("--schedule", default=DEFAULTS.schedule, choices=SCHEDULES,
                    help="LR schedule; plateau = torch ReduceLROnPlateau, checked once per epoch")
     g.add_argument("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs, help="linear warm-up from 0 (any schedule)")
     g.add_argument("--milestones", type=int_list, default=DEFAULTS.milestones, help="step: epochs, e.g. 100,150")
     g.add_argument("--gamma", type=float, default=DEFAULTS.gamma, help="step: LR factor at each milestone")
-    g.add_argument("--plateau-metric", default=DEFAULTS.plateau_metric, choices=["val_loss", "val_accuracy"],
+    g.add_argument("--plateau-metric", default=DEFAULTS.plateau_metric, choices=sorted(METRIC_MODES),
                    help="metric the plateau schedule watches")
     g.add_argument("--plateau-factor", type=float, default=DEFAULTS.plateau_factor, help="LR multiplier")
     g.add_argument("--plateau-patience", type=int, default=DEFAULTS.plateau_patience,
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many epochs without a better --best-metric (0: never)")
     g.add_argument("--early-stop-min-delta", type=float, default=DEFAULTS.early_stop_min_delta,
                    help="smallest change of --best-metric that counts as better")
-    g.add_argument("--best-metric", default=DEFAULTS.best_metric, choices=["val_accuracy", "val_loss"],
+    g.add_argument("--best-metric", default=DEFAULTS.best_metric, choices=sorted(METRIC_MODES),
                    help="selects the best checkpoint and drives early stopping")
     g.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
                    help="torch-style label smoothing of the training loss")
