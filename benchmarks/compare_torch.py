@@ -103,7 +103,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--optimizer", default=harness.CLI["optimizer"], choices=["adam", "adamw", "sgd"])
+    p.add_argument("--optimizer", default=harness.DEFAULTS.optim.name, choices=["adam", "adamw", "sgd"])
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     p.add_argument("--window-seconds", type=float, default=1.0, help="target length of one window")
     p.add_argument("--json", help="write the results to this JSON file")

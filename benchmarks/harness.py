@@ -1,16 +1,15 @@
 """What every jaxcnn benchmark shares: the real train step on synthetic data, timing, environment.
 
-`TrainSetup` builds exactly what `scripts/train.py` builds (`create_model` -> `make_optimizer` ->
-`create_train_state` -> `replicate` -> `compile_steps`) for a synthetic batch already on the
-mesh, so a benchmark times the function users train with, not a re-implementation of it.
-Timings are medians of windows; a window blocks only at its end, so the host keeps XLA's
-dispatch queue full exactly as the training loop does.
+`TrainSetup` builds exactly what `jaxcnn train` builds — through the public builder,
+`jaxcnn.build_training(RunConfig)` (model -> optimizer -> replicated state -> compiled steps) —
+for a synthetic batch already on the mesh, so a benchmark times the function users train with,
+not a re-implementation of it. Timings are medians of windows; a window blocks only at its end,
+so the host keeps XLA's dispatch queue full exactly as the training loop does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import pathlib
 import platform
@@ -24,13 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from jaxcnn.experiment import TrainConfig  # noqa: E402
-from jaxcnn.models import create_model  # noqa: E402
-from jaxcnn.train import (compile_steps, create_train_state, make_mesh, make_optimizer,  # noqa: E402
-                          replicate, shard_batch)
+from jaxcnn.build import RunConfig, build_training  # noqa: E402
+from jaxcnn.train import make_mesh, shard_batch  # noqa: E402
 
-# The CLI's defaults (optimizer, learning rate, schedule, seed), read off its config.
-CLI = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+DEFAULTS = RunConfig()  # the command line's defaults (optimizer, learning rate, schedule, seed)
 
 
 def synthetic_batch(global_batch: int, image_size: int, channels: int, num_classes: int, seed: int = 0) -> dict:
@@ -45,7 +41,12 @@ def synthetic_batch(global_batch: int, image_size: int, channels: int, num_class
 
 @dataclasses.dataclass
 class TrainSetup:
-    """A replicated TrainState, the compiled-to-be steps and one sharded batch for one configuration."""
+    """What `jaxcnn train` trains for one configuration, plus one sharded synthetic batch.
+
+    "Batch" here is per device, as benchmark tables report it; the training config's
+    `data.batch_size` (the command line's `--batch-size`) is the global batch,
+    `per_device_batch * devices`.
+    """
 
     arch: str
     image_size: int
@@ -54,10 +55,7 @@ class TrainSetup:
     devices: int = 1
     channels: int = 3
     num_classes: int = 10
-    optimizer: str = CLI["optimizer"]
-    schedule: str = CLI["schedule"]
-    learning_rate: float = CLI["lr"]
-    seed: int = CLI["seed"]
+    optimizer: str = DEFAULTS.optim.name
 
     def __post_init__(self):
         available = jax.devices()
@@ -65,13 +63,18 @@ class TrainSetup:
             raise ValueError(f"{self.devices} devices requested, {len(available)} visible")
         self.mesh = make_mesh(available[: self.devices])
         self.global_batch = self.per_device_batch * self.devices
-        model = create_model(self.arch, self.num_classes, dtype=self.dtype)
-        state = _initial_state(self.arch, self.image_size, self.channels, self.num_classes, self.optimizer,
-                               self.schedule, self.learning_rate, self.seed)
-        # A copy: the train step donates its state, and the cached one serves the next configuration.
-        state = jax.tree.map(lambda leaf: leaf.copy(), state.replace(apply_fn=model.apply))
-        self.state = replicate(state, self.mesh)
-        self.train_step, self.eval_step = compile_steps(self.mesh)
+        self.config = RunConfig.from_dict({
+            "model": {"arch": self.arch, "dtype": self.dtype},
+            "data": {"batch_size": self.global_batch},
+            "optim": {"name": self.optimizer},
+        })
+        self.training = build_training(
+            self.config, num_classes=self.num_classes, input_shape=(self.image_size, self.image_size, self.channels),
+            steps_per_epoch=1000, mesh=self.mesh,
+        )
+        self.state, self.train_step, self.eval_step = (
+            self.training.state, self.training.train_step, self.training.eval_step)
+        self.seed, self.learning_rate = self.config.seed, self.config.optim.learning_rate
         self.batch = shard_batch(
             synthetic_batch(self.global_batch, self.image_size, self.channels, self.num_classes, self.seed), self.mesh
         )
@@ -89,19 +92,6 @@ def seconds(fn: Callable, *args) -> float:
     start = time.perf_counter()
     fn(*args)
     return time.perf_counter() - start
-
-
-@functools.lru_cache(maxsize=1)
-def _initial_state(arch, image_size, channels, num_classes, optimizer, schedule, learning_rate, seed):
-    """`create_train_state` as the CLI calls it, kept for the next configuration of the same model.
-
-    The parameters are float32 whatever the computation dtype, so a float32 and a bfloat16
-    configuration start from the same state (only `apply_fn` differs); initialising a deep model
-    compiles its forward pass, which costs as much as compiling the step.
-    """
-    model = create_model(arch, num_classes)
-    tx = make_optimizer(optimizer, learning_rate=learning_rate, schedule=schedule, steps_per_epoch=1000, epochs=100)
-    return create_train_state(jax.random.key(seed), model, tx, (image_size, image_size, channels))
 
 
 def timed_windows(run_window: Callable[[], object], *, windows: int, warmup: int = 1) -> list[float]:

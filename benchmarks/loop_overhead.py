@@ -28,7 +28,7 @@ import jax
 import harness
 from jaxcnn.data import Loader, load_data
 from jaxcnn.report.run_log import RunLogger
-from jaxcnn.train import Checkpointer, LoopState, PlateauConfig, fit
+from jaxcnn.train import Checkpointer, LoopState, fit
 from jaxcnn.train.evaluate import sum_metrics
 
 
@@ -42,8 +42,8 @@ def loaders(data, batch_size: int, seed: int) -> tuple[Loader, Loader]:
 
 
 def measure(arch: str, batch_size: int, args, run_dir: pathlib.Path) -> dict:
-    data = load_data("demo", split_seed=harness.CLI["seed"], cache=args.cache)
-    train_loader, val_loader = loaders(data, batch_size, harness.CLI["seed"])
+    data = load_data("demo", split_seed=harness.DEFAULTS.seed, cache=args.cache)
+    train_loader, val_loader = loaders(data, batch_size, harness.DEFAULTS.seed)
     setup = harness.TrainSetup(arch, data.default_image_size, batch_size, channels=data.channels,
                                num_classes=data.num_classes, devices=1)
     state, mesh = setup.state, setup.mesh
@@ -55,7 +55,7 @@ def measure(arch: str, batch_size: int, args, run_dir: pathlib.Path) -> dict:
         nonlocal state, loop
         state, loop = fit(state, train_loader=train_loader, val_loader=val_loader, train_step=setup.train_step,
                           eval_step=setup.eval_step, mesh=mesh, epochs=loop.epoch + epochs, loop=loop,
-                          plateau=PlateauConfig(), checkpointer=checkpointer, logger=logger, progress=args.progress)
+                          plateau=setup.training.plateau, checkpointer=checkpointer, logger=logger, progress=args.progress)
 
     def device_batches(loader, epoch):
         return [jax.device_put(b, setup.batch["image"].sharding) for b in loader.epoch(epoch)]

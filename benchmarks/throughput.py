@@ -5,7 +5,7 @@
     python benchmarks/throughput.py --arch resnet50 --image-size 224 --batch-size 64 --eval
     python benchmarks/throughput.py --arch lenet5 --image-size 28 --batch-size 128 --pipeline --data demo
 
-Each configuration builds what `scripts/train.py` builds (`harness.TrainSetup`) on a synthetic
+Each configuration builds what `jaxcnn train` builds (`harness.TrainSetup`) on a synthetic
 batch already on the devices, then reports:
 - compile_s: trace + lower + XLA compile of the step (what the first call costs beyond one step);
 - images_per_s: the median over `--windows` timed windows (each ~`--window-seconds`, blocking
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=comma_list(int), default=[1], help="device counts, e.g. 1,2,4")
     p.add_argument("--channels", type=int, default=3, help="input channels (synthetic data)")
     p.add_argument("--num-classes", type=int, default=10, help="classifier width (synthetic data)")
-    p.add_argument("--optimizer", default=harness.CLI["optimizer"], choices=["adam", "adamw", "sgd"])
+    p.add_argument("--optimizer", default=harness.DEFAULTS.optim.name, choices=["adam", "adamw", "sgd"])
     p.add_argument("--windows", type=int, default=5, help="timed windows; medians are reported")
     p.add_argument("--warmup", type=int, default=1, help="untimed windows after the first step")
     p.add_argument("--window-seconds", type=float, default=1.0, help="target length of a window")

@@ -2,17 +2,30 @@
 
     import jaxcnn
     model = jaxcnn.create_model("resnet20", num_classes=10)
+    config = jaxcnn.RunConfig.from_dict({"model": {"arch": "lenet5"}, "data": {"name": "demo"}})
+    jaxcnn.train(config)          # or: with jaxcnn.build(config) as run: ...
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models"]
+# name -> module; imported lazily, so that importing `jaxcnn.data` in a grain worker process does
+# not pay for jax and flax.
+_EXPORTS = {
+    "create_model": "jaxcnn.models",
+    "list_models": "jaxcnn.models",
+    "RunConfig": "jaxcnn.build",
+    "build": "jaxcnn.build",
+    "build_training": "jaxcnn.build",
+    "train": "jaxcnn.experiment",
+    "load_config": "jaxcnn.experiment",
+}
+
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name):
-    # Lazy, so that importing `jaxcnn.data` in a grain worker process does not pay for jax and flax.
-    if name in ("create_model", "list_models"):
-        from jaxcnn import models
-
-        return getattr(models, name)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'jaxcnn' has no attribute {name!r}")

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from jaxcnn.train import (
+    OptimConfig,
     PlateauConfig,
     compile_steps,
     make_mesh,
@@ -23,11 +24,10 @@ from train_helpers import make_batch, tiny_state
 
 def main():
     mesh = make_mesh()
-    plateau = PlateauConfig(mode="min", patience=0, factor=0.5)
+    plateau = PlateauConfig(metric="val_loss", patience=0, factor=0.5)
     optimizer = make_optimizer(
-        "sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
-        schedule="plateau", plateau=plateau, steps_per_epoch=2, epochs=3,
-    )
+        OptimConfig(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="plateau", plateau=plateau),
+        steps_per_epoch=2, epochs=3)
     state = replicate(tiny_state(optimizer), mesh)
     train_step, eval_step = compile_steps(mesh, label_smoothing=0.1)
     losses = []

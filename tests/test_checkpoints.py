@@ -6,6 +6,7 @@ import jax
 import pytest
 
 from jaxcnn.train import (
+    OptimConfig,
     Checkpointer,
     PlateauConfig,
     compile_steps,
@@ -17,12 +18,13 @@ from jaxcnn.train import (
 )
 from train_helpers import make_batch, tiny_state, trees_equal
 
-PLATEAU = PlateauConfig(mode="max", patience=0)
+PLATEAU = PlateauConfig(metric="val_accuracy", patience=0)
 
 
 def _optimizer():
-    return make_optimizer("adamw", learning_rate=1e-2, weight_decay=1e-4, schedule="plateau",
-                          plateau=PLATEAU, steps_per_epoch=2, epochs=4)
+    return make_optimizer(
+        OptimConfig(name="adamw", learning_rate=1e-2, weight_decay=1e-4, schedule="plateau", plateau=PLATEAU),
+        steps_per_epoch=2, epochs=4)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 from jaxcnn.models import create_model
 from jaxcnn.report.console import format_epoch
 from jaxcnn.train import (
+    OptimConfig,
     Checkpointer,
     EarlyStopping,
     LoopState,
@@ -87,7 +88,9 @@ class Recorder:
 
 def small_setup():
     mesh = make_mesh()
-    tx = make_optimizer("adam", learning_rate=1e-3, steps_per_epoch=3, epochs=5)
+    tx = make_optimizer(
+        OptimConfig(name="adam", learning_rate=1e-3, schedule="constant"),
+        steps_per_epoch=3, epochs=5)
     state = create_train_state(jax.random.key(0), create_model("lenet5", 2), tx, (28, 28, 1))
     return mesh, replicate(state, mesh), *compile_steps(mesh)
 

@@ -34,7 +34,7 @@ def test_demo_run_learns_and_writes_the_run_folder(tmp_path):
     assert all(row["images_per_second"] > 0 and row["lr"] == pytest.approx(1e-3) for row in rows)
 
     config = json.loads((run / "config.json").read_text())
-    assert config["config"]["arch"] == "lenet5" and config["environment"]["devices"]
+    assert config["config"]["model"]["arch"] == "lenet5" and config["environment"]["devices"]
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "curves.png").stat().st_size > 0
     assert "Epoch 3/3 | train loss" in (run / "train.log").read_text()
@@ -133,4 +133,4 @@ def test_bfloat16_compute_trains(tmp_path):
     run = tmp_path / "bf16"
     assert main(DEMO + ["--epochs", "2", "--dtype", "bfloat16", "--out", str(run)]) == 0
     assert read_metrics(run)[-1]["val_accuracy"] > 0.5
-    assert json.loads((run / "config.json").read_text())["config"]["dtype"] == "bfloat16"
+    assert json.loads((run / "config.json").read_text())["config"]["model"]["dtype"] == "bfloat16"

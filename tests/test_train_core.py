@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxcnn.train import (
+    OptimConfig,
     compile_steps,
     cross_entropy,
     eval_step,
@@ -52,7 +53,9 @@ def test_one_and_four_devices_train_and_evaluate_alike():
 
 @pytest.fixture(scope="module")
 def sgd_state():
-    optimizer = make_optimizer("sgd", learning_rate=1.0, momentum=0.0, steps_per_epoch=1, epochs=1)
+    optimizer = make_optimizer(
+        OptimConfig(name="sgd", learning_rate=1.0, momentum=0.0, schedule="constant"),
+        steps_per_epoch=1, epochs=1)
     return tiny_state(optimizer)
 
 
@@ -92,7 +95,9 @@ def test_cross_entropy_matches_torch_label_smoothing_formula():
 
 
 def test_aux_logits_add_weighted_loss_to_the_gradient_not_to_the_metric():
-    optimizer = make_optimizer("sgd", learning_rate=1.0, momentum=0.0, steps_per_epoch=1, epochs=1)
+    optimizer = make_optimizer(
+        OptimConfig(name="sgd", learning_rate=1.0, momentum=0.0, schedule="constant"),
+        steps_per_epoch=1, epochs=1)
     state = tiny_state(optimizer, model=TinyCNN(aux_logits=True))
     batch = make_batch(8, seed=1)
     step = jax.jit(train_step, static_argnames=("aux_loss_weight",))
@@ -127,7 +132,9 @@ class TinyMLP(nn.Module):
 
 
 def test_bfloat16_compute_keeps_float32_params_state_and_loss():
-    optimizer = make_optimizer("adam", learning_rate=1e-3, steps_per_epoch=1, epochs=1)
+    optimizer = make_optimizer(
+        OptimConfig(name="adam", learning_rate=1e-3, schedule="constant"),
+        steps_per_epoch=1, epochs=1)
     state = tiny_state(optimizer, model=TinyMLP(dtype=jnp.bfloat16))
     assert state.batch_stats == {}
     new_state, metrics = jax.jit(train_step)(state, make_batch(4))
@@ -148,7 +155,9 @@ def test_compile_steps_donates_the_state(sgd_state):
 
 
 def test_input_shape_must_be_hwc():
-    optimizer = make_optimizer("adam", learning_rate=1e-3, steps_per_epoch=1, epochs=1)
+    optimizer = make_optimizer(
+        OptimConfig(name="adam", learning_rate=1e-3, schedule="constant"),
+        steps_per_epoch=1, epochs=1)
     from jaxcnn.train import create_train_state
 
     with pytest.raises(ValueError, match="height, width, channels"):

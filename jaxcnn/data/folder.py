@@ -225,8 +225,8 @@ class ImageFolderSource:
     def _fill_cache(self) -> None:
         shape = (len(self), self.image_size, self.image_size, self.channels)
         needed, available = int(np.prod(shape)), _available_memory()
-        print(f"--cache: {shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} uint8 from {self.root}"
-              f" take {_gib(needed)} ({_gib(available) if available else 'unknown'} available)", flush=True)
+        log.info(f"--cache: {shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} uint8 from {self.root}"
+                 f" take {_gib(needed)} ({_gib(available) if available else 'unknown'} available)")
         if available is not None and needed > CACHE_MEMORY_FRACTION * available:
             raise ValueError(
                 f"--cache needs {_gib(needed)} for {self.root} but only {_gib(available)} of memory is"
@@ -245,7 +245,7 @@ class ImageFolderSource:
             keep = list(pool.map(fill, range(len(self))))
         self._keep(keep, [None] * len(keep), _visible_dirs(self.root))
         self._cache = cache if all(keep) else cache[np.asarray(keep)]
-        print(f"--cache: decoded {len(self)} images in {time.perf_counter() - start:.1f} s", flush=True)
+        log.info(f"--cache: decoded {len(self)} images in {time.perf_counter() - start:.1f} s")
 
     def compute_stats(self, indices=None, max_images: int = STATS_IMAGES) -> tuple[tuple, tuple]:
         """Per-channel pixel (mean, std) on the 0..1 scale over up to `max_images` evenly spaced images.

@@ -51,9 +51,17 @@ def load_data(
         from jaxcnn.data.folder import load_image_folder
 
         return load_image_folder(os.path.expanduser(name), val_split=val_split, split_seed=split_seed, **options)
+    raise ValueError(_unknown_dataset(name))
+
+
+def check_dataset_name(name: str) -> None:
+    """A ValueError listing the valid names unless `name` is a dataset, `tfds:NAME` or a folder."""
+    if not (name in _LOADERS or name.startswith(TFDS_PREFIX) or os.path.isdir(os.path.expanduser(name))):
+        raise ValueError(_unknown_dataset(name))
+
+
+def _unknown_dataset(name: str) -> str:
     close = difflib.get_close_matches(name, list(_LOADERS), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(
-        f"Unknown dataset {name!r}.{hint} Valid names: {', '.join(list_datasets())}"
-        " (a path must be an existing folder)."
-    )
+    return (f"Unknown dataset {name!r}.{hint} Valid names: {', '.join(list_datasets())}"
+            " (a path must be an existing folder).")

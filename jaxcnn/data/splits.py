@@ -54,11 +54,14 @@ def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> t
     """Seeded per-class split of indices into (train, val), like sklearn's stratified split.
 
     Each class gives `round(n_c * val_fraction)` examples to val (at least one when the class has
-    two or more), so the class balance of both parts matches the whole.
+    two or more), so the class balance of both parts matches the whole. A fraction of 0 keeps
+    everything for training (an empty validation part).
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_split must be in (0, 1), got {val_fraction}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_split must be in [0, 1), got {val_fraction}")
     labels = np.asarray(labels)
+    if val_fraction == 0.0:
+        return np.arange(len(labels)), np.arange(0)
     rng = np.random.default_rng(seed)
     train, val = [], []
     for c in np.unique(labels):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import pathlib
 
 from tensorboardX import SummaryWriter
-from tqdm.auto import tqdm
 
 from jaxcnn.report.console import format_epoch
 from jaxcnn.report.plots import plot_history
@@ -31,8 +32,25 @@ def write_json(path, obj) -> None:
     tmp.replace(path)
 
 
+@contextlib.contextmanager
+def log_to_file(path):
+    """Append everything the "jaxcnn" logger logs (at INFO and above) to `path` while open."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("jaxcnn")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
 class RunLogger:
-    """Logs epochs to the console, `metrics.csv`, TensorBoard (`tensorboard/`) and `train.log`.
+    """Logs epochs to `metrics.csv`, TensorBoard (`tensorboard/`) and the "jaxcnn" `logging`
+    logger (the console handler the application configured, and `log_to_file`'s `train.log`).
 
     `history` holds the rows restored from the checkpoint of a resumed run: the CSV is rewritten
     from it and TensorBoard purges later events, so an epoch that ran after the last checkpoint
@@ -44,19 +62,20 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.history = list(history)
         with open(self.run_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_COLUMNS)
+            writer = csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore")  # no val_* without validation
             writer.writeheader()
-            writer.writerows({k: row[k] for k in METRIC_COLUMNS} for row in self.history)
+            writer.writerows(self.history)
         self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=len(self.history) + 1)
-        self._log = open(self.run_dir / "train.log", "a")
+        self._logger = logging.getLogger("jaxcnn")
         self._skipped_reported = 0
 
     def epoch_end(self, row: dict, total_epochs: int) -> None:
         self.history.append(row)
         with open(self.run_dir / "metrics.csv", "a", newline="") as f:
-            csv.DictWriter(f, METRIC_COLUMNS).writerow({k: row[k] for k in METRIC_COLUMNS})
+            csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore").writerow(row)
         for key, tag in TENSORBOARD_TAGS.items():
-            self._tensorboard.add_scalar(tag, row[key], row["epoch"])
+            if key in row:
+                self._tensorboard.add_scalar(tag, row[key], row["epoch"])
         self._tensorboard.flush()
         self.message(format_epoch(row, total_epochs))
 
@@ -69,13 +88,10 @@ class RunLogger:
             self._skipped_reported = len(skipped)
 
     def message(self, text: str) -> None:
-        tqdm.write(text)
-        self._log.write(text + "\n")
-        self._log.flush()
+        self._logger.info(text)
 
     def close(self) -> None:
         """Flush TensorBoard and draw `curves.png` from the full history."""
         self._tensorboard.close()
-        self._log.close()
         if self.history:
             plot_history(self.history, self.run_dir / "curves.png")

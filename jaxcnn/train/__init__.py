@@ -5,9 +5,11 @@ loop (`fit`) that drives them."""
 from jaxcnn.train.checkpoints import Checkpointer
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import EvalResult, evaluate
-from jaxcnn.train.loop import LoopState, NonFiniteLossError, fit
+from jaxcnn.train.loop import LogLogger, LoopConfig, LoopState, NonFiniteLossError, fit
+from jaxcnn.train.metrics import METRIC_MODES, metric_mode
 from jaxcnn.train.optim import (
     OPTIMIZERS,
+    OptimConfig,
     SCHEDULES,
     current_learning_rate,
     make_optimizer,
@@ -22,9 +24,13 @@ __all__ = [
     "Checkpointer",
     "EarlyStopping",
     "EvalResult",
+    "LogLogger",
+    "LoopConfig",
     "LoopState",
+    "METRIC_MODES",
     "NonFiniteLossError",
     "OPTIMIZERS",
+    "OptimConfig",
     "PlateauConfig",
     "PlateauState",
     "SCHEDULES",
@@ -39,6 +45,7 @@ __all__ = [
     "make_mesh",
     "make_optimizer",
     "make_schedule",
+    "metric_mode",
     "replicate",
     "scale_by_plateau",
     "shard_batch",

@@ -8,19 +8,45 @@ checkpoint, so a resumed run continues exactly where the last completed epoch le
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from typing import Callable, Protocol
 
 from tqdm.auto import tqdm
 
+from jaxcnn.config import check_choice, check_float, check_int, option
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import evaluate, prefetch_to_mesh, sum_metrics
+from jaxcnn.train.metrics import METRIC_MODES, metric_mode
 from jaxcnn.train.optim import current_learning_rate
 from jaxcnn.train.plateau import PlateauConfig, step_plateau
 
-METRIC_MODES = {"val_accuracy": "max", "val_loss": "min"}
 PROGRESS_EVERY = 20  # steps between progress-bar loss updates (each one is a host sync)
+log = logging.getLogger("jaxcnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How long to train, what to watch, and the training loss. Defaults: the cat-and-dog
+    tutorial's 55 epochs, best checkpoint by validation accuracy, early stopping after 7 epochs."""
+
+    epochs: int = option(55, "epochs to train (with --resume: extend a finished or stopped run)", resume=True)
+    best_metric: str = option("val_accuracy", "selects the best checkpoint and drives early stopping",
+                              choices=list(METRIC_MODES))
+    early_stop_patience: int = option(7, "stop after this many epochs without a better best metric (0: never)")
+    early_stop_min_delta: float = option(0.0, "smallest change of the best metric that counts as better")
+    label_smoothing: float = option(0.0, "torch-style label smoothing of the training loss")
+
+    def __post_init__(self):
+        check_int("epochs", self.epochs, minimum=1)
+        check_choice("best_metric", self.best_metric, METRIC_MODES)
+        check_int("early_stop_patience", self.early_stop_patience, minimum=0)
+        check_float("early_stop_min_delta", self.early_stop_min_delta, low=0.0)
+        check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+
+    def early_stopping(self) -> EarlyStopping:
+        return EarlyStopping(self.early_stop_patience, metric_mode(self.best_metric), self.early_stop_min_delta)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -61,16 +87,17 @@ class EpochLogger(Protocol):
     def message(self, text: str) -> None: ...
 
 
-class PrintLogger:
-    """Console-only logger (the CLI uses `jaxcnn.report.RunLogger`, which also writes files)."""
+class LogLogger:
+    """Epoch lines and messages to the "jaxcnn" `logging` logger (the run recipe uses
+    `jaxcnn.report.RunLogger`, which also writes metrics.csv and TensorBoard)."""
 
     def epoch_end(self, row: dict, total_epochs: int) -> None:
         from jaxcnn.report.console import format_epoch
 
-        tqdm.write(format_epoch(row, total_epochs))
+        log.info(format_epoch(row, total_epochs))
 
     def message(self, text: str) -> None:
-        tqdm.write(text)
+        log.info(text)
 
 
 def train_epoch(train_step: Callable, state, batches, mesh, *, progress=None):
@@ -101,23 +128,24 @@ def fit(
     loop: LoopState | None = None,
     best_metric: str = "val_accuracy",
     plateau: PlateauConfig | None = None,
-    plateau_metric: str = "val_loss",
     checkpointer=None,
     logger: EpochLogger | None = None,
     progress: bool = True,
 ):
     """Train from `loop.epoch + 1` to `epochs`; returns `(state, loop)`.
 
-    Each epoch: train, validate, step the plateau schedule (torch semantics, on `plateau_metric`),
-    update early stopping (on `best_metric`), save the checkpoint (kept as `last`, and as `best`
-    when `best_metric` improved), log. Stops early on early stopping, on a non-finite loss (the
-    checkpoints saved so far are kept) and on Ctrl-C (the last completed epoch is saved).
+    Each epoch: train, validate (when there is a `val_loader`), step the plateau schedule (torch
+    semantics, on `plateau.metric`), update early stopping (on `best_metric`), save the checkpoint
+    (kept as `last`, and as `best` when `best_metric` improved), log. Stops early on early
+    stopping, on a non-finite loss (the checkpoints saved so far are kept) and on Ctrl-C (the last
+    completed epoch is saved). Without a `val_loader` only training metrics exist to watch.
     """
-    for name in (best_metric, plateau_metric):
-        if name not in METRIC_MODES:
-            raise ValueError(f"unknown metric {name!r}; choose from {sorted(METRIC_MODES)}")
+    for name in (best_metric, *([plateau.metric] if plateau else [])):
+        metric_mode(name)
+        if val_loader is None and name.startswith("val_"):
+            raise ValueError(f"{name} needs a validation set; without one, watch train_loss or train_accuracy")
     loop = loop or LoopState()
-    logger = logger or PrintLogger()
+    logger = logger or LogLogger()
     if loop.early_stopping is not None and loop.early_stopping.should_stop:
         logger.message(f"Nothing to train: this run already stopped early after epoch {loop.epoch}.")
         return state, loop
@@ -137,20 +165,18 @@ def fit(
             )
             raise NonFiniteLossError(loop.stop_reason)
 
-        val = evaluate(eval_step, state, val_loader.epoch(epoch), mesh)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": float(train["correct"] / train["count"]),
-            "val_loss": val.loss,
-            "val_accuracy": val.accuracy,
-            "lr": current_learning_rate(state.opt_state),
-            "epoch_seconds": time.perf_counter() - started,
-            "images_per_second": float(train["count"]) / train_seconds,
-        }
+        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": float(train["correct"] / train["count"])}
+        if val_loader is not None:
+            val = evaluate(eval_step, state, val_loader.epoch(epoch), mesh)
+            row.update(val_loss=val.loss, val_accuracy=val.accuracy)
+        row.update(
+            lr=current_learning_rate(state.opt_state),
+            epoch_seconds=time.perf_counter() - started,
+            images_per_second=float(train["count"]) / train_seconds,
+        )
         reduced = False
         if plateau is not None:
-            opt_state, reduced = step_plateau(state.opt_state, row[plateau_metric], plateau)
+            opt_state, reduced = step_plateau(state.opt_state, row[plateau.metric], plateau)
             state = state.replace(opt_state=opt_state)
         if loop.early_stopping is not None:
             loop.early_stopping = loop.early_stopping.update(row[best_metric])
@@ -165,7 +191,7 @@ def fit(
         logger.epoch_end(row, epochs)
         if reduced:
             logger.message(
-                f"{plateau_metric} did not improve for more than {plateau.patience} epochs: "
+                f"{plateau.metric} did not improve for more than {plateau.patience} epochs: "
                 f"learning rate reduced to {current_learning_rate(state.opt_state):.3g}"
             )
         return state

@@ -11,10 +11,12 @@
 """
 
 import collections
+import dataclasses
 from typing import Sequence
 
 import optax
 
+from jaxcnn.config import ConfigError, check_choice, check_float, check_int, option
 from jaxcnn.train.plateau import (
     PlateauConfig,
     find_plateau_state,
@@ -74,56 +76,67 @@ def make_schedule(
     return optax.join_schedules([warmup, after_warmup], [warmup_steps])
 
 
-def make_optimizer(
-    name: str,
-    *,
-    learning_rate: float,
-    schedule: str = "constant",
-    steps_per_epoch: int,
-    epochs: int,
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    warmup_epochs: float = 0,
-    milestones: Sequence[int] = (),
-    gamma: float = 0.1,
-    plateau: PlateauConfig | None = None,
-) -> optax.GradientTransformation:
-    """An optax optimizer `name` driven by the LR `schedule` (see the module docstring).
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer and its LR schedule. Defaults: the cat-and-dog tutorial's Adam 1e-4 with
+    ReduceLROnPlateau(factor 0.1, patience 4) on the validation loss."""
 
-    `momentum` and `nesterov` apply to sgd only; `plateau` (default `PlateauConfig()`) to the
-    'plateau' schedule only.
-    """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    if nesterov and (name != "sgd" or not momentum):
-        raise ValueError("nesterov needs the 'sgd' optimizer with momentum > 0")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if plateau is not None and schedule != "plateau":
-        raise ValueError(f"plateau settings apply to the 'plateau' schedule only, not {schedule!r}")
+    name: str = option("adam", "optimizer", flag="--optimizer", choices=OPTIMIZERS)
+    learning_rate: float = option(1e-4, "(initial, or peak) learning rate", flag="--lr")
+    momentum: float = option(0.9, "SGD momentum")
+    nesterov: bool = option(False, "SGD with Nesterov momentum")
+    weight_decay: float = option(0.0, "L2 penalty as torch's weight_decay (decoupled for adamw)")
+    schedule: str = option("plateau", "LR schedule; plateau = torch ReduceLROnPlateau, checked once per epoch",
+                           choices=SCHEDULES)
+    warmup_epochs: float = option(0.0, "linear warm-up from 0 over this many epochs (any schedule)")
+    milestones: tuple[int, ...] = option((), "step schedule: epochs at which the LR is multiplied by gamma, "
+                                             "e.g. 100,150", metavar="E1,E2,...")
+    gamma: float = option(0.1, "step schedule: LR factor at each milestone")
+    plateau: PlateauConfig = option(PlateauConfig(patience=4), "plateau schedule settings", flag="--plateau-")
+
+    def __post_init__(self):
+        check_choice("name", self.name, OPTIMIZERS)
+        check_float("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        check_float("momentum", self.momentum, low=0.0)
+        check_float("weight_decay", self.weight_decay, low=0.0)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_float("warmup_epochs", self.warmup_epochs, low=0.0)
+        check_float("gamma", self.gamma, low=0.0, low_open=True)
+        if self.nesterov and (self.name != "sgd" or not self.momentum):
+            raise ConfigError("nesterov", "needs the 'sgd' optimizer with momentum > 0")
+        for milestone in self.milestones:
+            check_int("milestones", milestone, minimum=1)
+        if self.milestones and self.schedule != "step":
+            raise ConfigError("milestones", f"apply to the 'step' schedule only, not {self.schedule!r}")
+        if self.schedule == "step" and not self.milestones:
+            raise ConfigError("milestones", "the 'step' schedule needs milestones (epochs >= 1)")
+
+
+def make_optimizer(config: OptimConfig, *, steps_per_epoch: int, epochs: int) -> optax.GradientTransformation:
+    """The optax optimizer of `config`, its LR schedule laid over `epochs` of `steps_per_epoch`
+    updates (see the module docstring)."""
     lr_schedule = make_schedule(
-        schedule,
-        learning_rate=learning_rate,
+        config.schedule,
+        learning_rate=config.learning_rate,
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
-        warmup_epochs=warmup_epochs,
-        milestones=milestones,
-        gamma=gamma,
+        warmup_epochs=config.warmup_epochs,
+        milestones=config.milestones,
+        gamma=config.gamma,
     )
 
     def optimizer(learning_rate):
-        if name == "adamw":
-            return optax.adamw(learning_rate, weight_decay=weight_decay)
-        if name == "adam":
+        if config.name == "adamw":
+            return optax.adamw(learning_rate, weight_decay=config.weight_decay)
+        if config.name == "adam":
             base = optax.adam(learning_rate)
         else:
-            base = optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
-        return optax.chain(optax.add_decayed_weights(weight_decay), base) if weight_decay else base
+            base = optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
+        return optax.chain(optax.add_decayed_weights(config.weight_decay), base) if config.weight_decay else base
 
     tx = optax.inject_hyperparams(optimizer)(learning_rate=lr_schedule)
-    if schedule == "plateau":
-        tx = optax.chain(tx, scale_by_plateau((plateau or PlateauConfig()).mode))
+    if config.schedule == "plateau":
+        tx = optax.chain(tx, scale_by_plateau(config.plateau.mode))
     return tx
 
 

@@ -24,33 +24,36 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxcnn.config import check_choice, check_float, check_int, option
+from jaxcnn.train.metrics import METRIC_MODES, metric_mode
+
 # torch's ReduceLROnPlateau(eps=1e-8): a reduction smaller than this (in LR units) is skipped.
 _MIN_LR_CHANGE = 1e-8
 
 
 @dataclasses.dataclass(frozen=True)
 class PlateauConfig:
-    """torch.optim.lr_scheduler.ReduceLROnPlateau arguments (threshold_mode='rel')."""
+    """torch.optim.lr_scheduler.ReduceLROnPlateau arguments (threshold_mode='rel'), and the metric
+    it watches; torch's `mode` follows from the metric (max for accuracies, min for losses)."""
 
-    mode: Literal["min", "max"] = "min"
-    factor: float = 0.1
-    patience: int = 10
-    threshold: float = 1e-4
-    cooldown: int = 0
-    min_lr: float = 0.0
+    metric: str = option("val_loss", "metric the plateau schedule watches", choices=list(METRIC_MODES))
+    factor: float = option(0.1, "LR multiplier at each reduction")
+    patience: int = option(10, "epochs without improvement tolerated before reducing (torch semantics)")
+    threshold: float = option(1e-4, "relative improvement that counts")
+    cooldown: int = option(0, "epochs to wait after a reduction")
+    min_lr: float = option(0.0, "LR floor")
 
     def __post_init__(self):
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"plateau mode must be 'min' or 'max', got {self.mode!r}")
-        if not 0.0 < self.factor < 1.0:
-            raise ValueError(f"plateau factor must be in (0, 1), got {self.factor}")
-        for name in ("patience", "cooldown"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
-                raise ValueError(f"plateau {name} must be an integer >= 0, got {getattr(self, name)}")
-        if self.threshold < 0.0 or self.min_lr < 0.0:
-            raise ValueError(
-                f"plateau threshold and min_lr must be >= 0, got {self.threshold}, {self.min_lr}"
-            )
+        check_choice("metric", self.metric, METRIC_MODES)
+        check_float("factor", self.factor, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_int("patience", self.patience, minimum=0)
+        check_int("cooldown", self.cooldown, minimum=0)
+        check_float("threshold", self.threshold, low=0.0)
+        check_float("min_lr", self.min_lr, low=0.0)
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        return metric_mode(self.metric)
 
 
 class PlateauState(NamedTuple):

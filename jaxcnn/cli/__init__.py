@@ -1,0 +1,33 @@
+"""The `jaxcnn` command: `jaxcnn <command> [options]`; `jaxcnn <command> --help` for each."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+
+# command -> (module with `main(argv) -> int`, one line of help); imported only when run.
+COMMANDS = {
+    "train": ("jaxcnn.cli.train", "train a model (on a dataset name, an image folder, or a --config file)"),
+    "summary": ("jaxcnn.cli.summary", "print a model's layer table and parameter count"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: jaxcnn <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines + ["", "`jaxcnn <command> --help` lists a command's options."])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        print(f"error: unknown command {command!r}.{hint}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return importlib.import_module(COMMANDS[command][0]).main(rest)

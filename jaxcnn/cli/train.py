@@ -1,0 +1,105 @@
+"""`jaxcnn train`: train an image classifier, e.g. `jaxcnn train --arch vgg16 --data catdog`.
+
+Options come from defaults, then a `--config FILE` (JSON or YAML; a run's `config.json` works),
+then the flags given; every flag is an option of `jaxcnn.RunConfig`. `--resume RUN` continues a
+run with its recorded config and accepts only the options marked resumable (`--epochs`,
+`--workers`, `--progress`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from jaxcnn.build import RunConfig, default_values
+from jaxcnn.cli.errors import CommandError, run_reporting_errors
+from jaxcnn.cli.options import add_flags, as_nested, flag_names, given_options
+from jaxcnn.config import differences, dump_yaml, flatten, load_file, merge
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, list]:
+    parser = argparse.ArgumentParser(
+        prog="jaxcnn train", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        epilog="Values: defaults < --config FILE < flags. Boolean flags have a --no- form.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="JSON or YAML config file (a run's config.json works); "
+                                                         "flags override it")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML (what differs from the defaults first) and exit")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue a run from its last checkpoint with its recorded config; only "
+                             "--epochs (to extend it), --workers and --progress may be given with it")
+    table = add_flags(parser, RunConfig, dict(flatten(default_values())))
+    return parser, table
+
+
+def resolve(args: argparse.Namespace, table: list) -> RunConfig:
+    """The run's config from the parsed arguments (see the module docstring)."""
+    given = given_options(args, table)
+    if args.resume is None:
+        values = merge(default_values(), load_file(args.config)) if args.config else default_values()
+        return RunConfig.from_dict(merge(values, as_nested(given))).require_complete()
+
+    from jaxcnn.experiment import load_config
+
+    if args.config:
+        raise CommandError("--config cannot be combined with --resume (a run keeps its recorded config)")
+    recorded = load_config(args.resume).to_dict()
+    recorded["out"] = args.resume
+    recorded_values = dict(flatten(recorded))
+    conflicts = [
+        f"{flag.flag} (recorded: {_shown(recorded_values[flag.path])})"
+        for flag in table
+        if flag.path in given and not flag.resumable and not _same(flag.path, given[flag.path], recorded_values)
+    ]
+    if conflicts:
+        raise CommandError(
+            f"--resume continues {args.resume} with its recorded config; these flags would change it: "
+            f"{', '.join(conflicts)}. Only --epochs, --workers and --progress may change on resume; "
+            f"to start a new run from this one, use --config {os.path.join(args.resume, 'config.json')}"
+        )
+    return RunConfig.from_dict(merge(recorded, as_nested(given)))
+
+
+def _same(path: str, value, recorded: dict) -> bool:
+    if path == "out":
+        return os.path.realpath(value) == os.path.realpath(recorded["out"])
+    old = recorded[path]
+    return value == (tuple(old) if isinstance(old, list) else old)
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def print_config(config: RunConfig) -> None:
+    values = config.to_dict()
+    changed = differences(values, default_values())
+    header = ["jaxcnn train config: usable as --config FILE"]
+    header += ["differs from the defaults:"] + [f"  {path}: {value!r} (default {default!r})"
+                                               for path, value, default in changed]
+    print(dump_yaml(values, header), end="")
+
+
+def run(args: argparse.Namespace, table: list) -> int:
+    config = resolve(args, table)
+    if args.print_config:
+        print_config(config)
+        return 0
+    from jaxcnn.cli.logs import console_logging
+    from jaxcnn.experiment import train
+
+    with console_logging():
+        train(config, resume=args.resume is not None)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, table = build_parser()
+    args = parser.parse_args(argv)
+    return run_reporting_errors(lambda: run(args, table), flag_names(RunConfig))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
