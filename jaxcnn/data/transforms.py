@@ -31,14 +31,14 @@ list stands for its ops (`cifar,rotate10` = "crop,flip,rotate10"). Evaluation ne
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import math
 import re
 
-import grain
 import numpy as np
 from PIL import Image
+
+from jaxcnn.data.image import ImageMap, RandomImageMap, from_pil, to_pil
 
 Size = tuple[int, int]  # (height, width)
 
@@ -51,40 +51,9 @@ def as_size(size: int | Size) -> Size:
     return int(pair[0]), int(pair[1])
 
 
-def _to_pil(image: np.ndarray) -> Image.Image:
-    if image.ndim != 3 or image.shape[-1] not in (1, 3):
-        raise ValueError(f"expected a uint8 (H, W, C) image with C in (1, 3), got shape {image.shape}")
-    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-
-
-def _from_pil(image: Image.Image) -> np.ndarray:
-    array = np.asarray(image)
-    return array[..., None] if array.ndim == 2 else array
-
-
 def _luma(image: np.ndarray) -> np.ndarray:
     """RGB -> (H, W, 1) luma with Pillow's ITU-R 601-2 weights (torchvision's PIL Grayscale)."""
-    return image if image.shape[-1] == 1 else _from_pil(_to_pil(image).convert("L"))
-
-
-class ImageMap(grain.transforms.Map):
-    """A deterministic transform of `record["image"]`; `apply` works on a bare image."""
-
-    @abc.abstractmethod
-    def apply(self, image: np.ndarray) -> np.ndarray: ...
-
-    def map(self, record):
-        return {**record, "image": self.apply(record["image"])}
-
-
-class RandomImageMap(grain.transforms.RandomMap):
-    """A random transform of `record["image"]` drawing only from the generator Grain passes."""
-
-    @abc.abstractmethod
-    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
-
-    def random_map(self, record, rng):
-        return {**record, "image": self.apply(record["image"], rng)}
+    return image if image.shape[-1] == 1 else from_pil(to_pil(image).convert("L"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +74,7 @@ class Resize(ImageMap):
         height, width = self.output_size(*image.shape[:2])
         if (height, width) == image.shape[:2]:
             return image
-        return _from_pil(_to_pil(image).resize((width, height), self.resample))
+        return from_pil(to_pil(image).resize((width, height), self.resample))
 
 
 def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -166,7 +135,7 @@ class RandomResizedCrop(RandomImageMap):
         crop = image[top : top + h, left : left + w]
         if (h, w) == (out_h, out_w):
             return crop
-        return _from_pil(_to_pil(np.ascontiguousarray(crop)).resize((out_w, out_h), self.resample))
+        return from_pil(to_pil(np.ascontiguousarray(crop)).resize((out_w, out_h), self.resample))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +188,7 @@ class RandomRotation(RandomImageMap):
         if angle == 0:
             return image
         fill = self.fill if image.shape[-1] == 1 else (self.fill,) * 3
-        return _from_pil(_to_pil(image).rotate(angle, self.resample, expand=False, fillcolor=fill))
+        return from_pil(to_pil(image).rotate(angle, self.resample, expand=False, fillcolor=fill))
 
 
 @dataclasses.dataclass(frozen=True)
