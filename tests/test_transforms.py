@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxcnn.data import autoaugment as A
 from jaxcnn.data import transforms as T
 
 
@@ -164,9 +165,33 @@ def test_named_recipes_are_their_op_lists():
         ("crop", 2.0), ("flip", None), ("rotate", 15.0), ("gray", None))
 
 
-@pytest.mark.parametrize("spec", ["cutmix", "flip,blur", "flip10", "flip,rrc", "rotate-5", "crop2.5", "rrc150"])
-def test_bad_recipes_name_the_valid_choices(spec):
-    with pytest.raises(ValueError, match="none, flip, cifar, imagenet|must be the first|whole pixels"):
+def test_ops_take_colon_arguments_and_the_new_ops_parse():
+    assert T.parse_augment("crop:2,rotate:10") == T.parse_augment("crop2,rotate10") == (("crop", 2.0), ("rotate", 10.0))
+    assert T.parse_augment("rrc:50,flip") == (("rrc", 50.0), ("flip", None))
+    assert T.parse_augment("cifar,randaugment:2:9,erase:0.25") == (
+        ("crop", 4), ("flip", None), ("randaugment", (2, 9)), ("erase", 0.25))
+    assert T.parse_augment("RandAugment, trivialaugment, erase") == (
+        ("randaugment", (2, 9)), ("trivialaugment", None), ("erase", 0.5))
+    assert T.parse_augment("randaugment:3") == (("randaugment", (3, 9)),)
+    assert T.parse_augment("randaugment:1:30,erase:0") == (("randaugment", (1, 30)), ("erase", 0.0))
+
+
+FORMS = r"none, flip, cifar, imagenet.*crop\[:PAD\].*randaugment\[:N\[:M\]\], trivialaugment, erase\[:P\]"
+
+
+@pytest.mark.parametrize("spec", [
+    "cutmix", "flip,blur", "flip10", "rotate-5", "crop2.5", "rrc150", "rotate:", "crop:1:2",
+    "randaugment:2:99", "randaugment:0", "randaugment:1.5", "randaugment:1:2:3", "randaugment2:9",
+    "trivialaugment:3", "erase:1.5", "autoaugment",
+])
+def test_bad_recipes_name_the_valid_forms(spec):
+    with pytest.raises(ValueError, match=FORMS):
+        T.parse_augment(spec)
+
+
+@pytest.mark.parametrize("spec, where", [("flip,rrc", "first"), ("erase,flip", "last"), ("erase:0.5,cifar", "last")])
+def test_rrc_goes_first_and_erase_last(spec, where):
+    with pytest.raises(ValueError, match=f"must be the {where} op"):
         T.parse_augment(spec)
 
 
@@ -180,9 +205,14 @@ def test_build_transforms_train_and_eval_sides():
     assert T.build_transforms("flip", train=True, image_size=28, hflip=0.0) == [T.Resize((28, 28))]
     with pytest.raises(ValueError, match="probability"):
         T.build_transforms("flip", train=True, image_size=28, hflip=1.5)
+    augmented = T.build_transforms("cifar,randaugment:3:5,trivialaugment,erase:0.25", train=True, image_size=32)
+    assert augmented[3:] == [A.RandAugment(3, 5), A.TrivialAugmentWide(), A.RandomErasing(0.25)]
+    assert T.build_transforms("randaugment,erase:0", train=True, image_size=28) == [T.Resize((28, 28)), A.RandAugment()]
+    assert T.build_transforms("cifar,randaugment,erase", train=False, image_size=28) == [T.Resize((28, 28))]
 
 
-@pytest.mark.parametrize("spec", ["none", "flip", "cifar", "imagenet", "rrc50,rotate10,gray,flip"])
+@pytest.mark.parametrize("spec", ["none", "flip", "cifar", "imagenet", "rrc50,rotate10,gray,flip",
+                                  "cifar,randaugment:2:9,trivialaugment"])
 def test_every_recipe_gives_the_image_size_and_eval_is_not_random(spec):
     rng = np.random.default_rng(0)
     for train in (True, False):

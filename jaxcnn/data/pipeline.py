@@ -7,7 +7,7 @@
 
 The pipeline is one Grain `MapDataset` of *batches* over all epochs:
 
-    source -> seed -> shuffle (train) -> per-image transforms -> batch + normalize -> repeat
+    source -> seed -> shuffle (train) -> per-image transforms -> batch + normalize (+ erase) -> repeat
 
 Batch `g` holds positions `[i * B, (i + 1) * B)` of epoch `e = g // len(loader)`; Grain's shuffle
 reshuffles each epoch and seeds every random transform from (seed, its position in all epochs).
@@ -32,6 +32,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from jaxcnn.data.autoaugment import ERASE_KEY, erase_box
 from jaxcnn.data.transforms import Normalize, ToChannels, as_size, build_transforms
 
 # Pillow / ITU-R 601-2 weights, to turn RGB statistics into gray ones.
@@ -57,7 +58,8 @@ def _channel_stats(values: Sequence[float], channels: int, name: str) -> tuple[f
 
 
 class _Collate:
-    """Grain `batch_fn`: stack the images, drop None records, pad to `batch_size`, normalize.
+    """Grain `batch_fn`: stack the images, drop None records, pad to `batch_size`, normalize, then
+    zero the boxes `RandomErasing` drew (torchvision erases after `Normalize`).
 
     Valid records come first; padding slots are zero images, label 0 and mask 0.
     """
@@ -81,7 +83,11 @@ class _Collate:
             labels[i] = record["label"]
         mask = np.zeros(self.batch_size, np.float32)
         mask[: len(valid)] = 1.0
-        return {"image": self.normalize.apply(images), "label": labels, "mask": mask}
+        normalized = self.normalize.apply(images)
+        for i, record in enumerate(valid):
+            if ERASE_KEY in record:
+                erase_box(normalized[i], record[ERASE_KEY])
+        return {"image": normalized, "label": labels, "mask": mask}
 
 
 class Loader:

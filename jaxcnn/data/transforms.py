@@ -16,14 +16,19 @@ Recipes (`--augment`); `image_size` is the model's input size S (or (h, w)):
             eval: resize the short side to floor(S / 0.875) (256 for 224), center crop S.
 
 A comma list of ops is a recipe too, applied in order after the resize to S, e.g.
-`crop,flip,rotate15`. An op may end in a number that sets its parameter:
+`crop,flip,rotate15` or `cifar,randaugment:2:9,erase:0.25`. Arguments follow the op after
+colons (`rotate:10`); an op of one argument may also end in it (`rotate10`). Defaults in ():
 
-  flip      horizontal flip with probability hflip
-  crop[N]   pad N pixels of zeros on every side (default 4), random crop back to S
-  rrc[N]    RandomResizedCrop to S with minimum area N % (default 8); replaces the resize, so it
-            must come first, and then evaluation is `imagenet`'s (resize + center crop)
-  rotate[N] random rotation in [-N, N] degrees (default 15), nearest neighbour, zero fill
-  gray      grayscale (ITU-R 601-2 luma), keeping the channel count
+  flip                  horizontal flip with probability hflip
+  crop[:PAD]            pad PAD pixels of zeros on every side (4), random crop back to S
+  rrc[:MIN_AREA]        RandomResizedCrop to S with minimum area MIN_AREA % (8); replaces the
+                        resize, so it must come first, and then evaluation is `imagenet`'s
+  rotate[:DEG]          random rotation in [-DEG, DEG] degrees (15), nearest neighbour, zero fill
+  gray                  grayscale (ITU-R 601-2 luma), keeping the channel count
+  randaugment[:N[:M]]   torchvision's RandAugment: N ops (2) at magnitude bin M of 0..30 (9)
+  trivialaugment        torchvision's TrivialAugmentWide
+  erase[:P]             torchvision's RandomErasing with probability P (0.5), value 0 after
+                        normalization; it must come last (`jaxcnn.data.autoaugment`)
 
 So `flip` = "flip", `cifar` = "crop,flip", `imagenet` = "rrc,flip", and a recipe name inside a
 list stands for its ops (`cifar,rotate10` = "crop,flip,rotate10"). Evaluation never randomises.
@@ -31,14 +36,16 @@ list stands for its ops (`cifar,rotate10` = "crop,flip,rotate10"). Evaluation ne
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import math
 import re
+from typing import Callable
 
-import grain
 import numpy as np
 from PIL import Image
+
+from jaxcnn.data.autoaugment import NUM_BINS, RandAugment, RandomErasing, TrivialAugmentWide
+from jaxcnn.data.image import ImageMap, RandomImageMap, from_pil, to_pil
 
 Size = tuple[int, int]  # (height, width)
 
@@ -51,40 +58,9 @@ def as_size(size: int | Size) -> Size:
     return int(pair[0]), int(pair[1])
 
 
-def _to_pil(image: np.ndarray) -> Image.Image:
-    if image.ndim != 3 or image.shape[-1] not in (1, 3):
-        raise ValueError(f"expected a uint8 (H, W, C) image with C in (1, 3), got shape {image.shape}")
-    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-
-
-def _from_pil(image: Image.Image) -> np.ndarray:
-    array = np.asarray(image)
-    return array[..., None] if array.ndim == 2 else array
-
-
 def _luma(image: np.ndarray) -> np.ndarray:
     """RGB -> (H, W, 1) luma with Pillow's ITU-R 601-2 weights (torchvision's PIL Grayscale)."""
-    return image if image.shape[-1] == 1 else _from_pil(_to_pil(image).convert("L"))
-
-
-class ImageMap(grain.transforms.Map):
-    """A deterministic transform of `record["image"]`; `apply` works on a bare image."""
-
-    @abc.abstractmethod
-    def apply(self, image: np.ndarray) -> np.ndarray: ...
-
-    def map(self, record):
-        return {**record, "image": self.apply(record["image"])}
-
-
-class RandomImageMap(grain.transforms.RandomMap):
-    """A random transform of `record["image"]` drawing only from the generator Grain passes."""
-
-    @abc.abstractmethod
-    def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
-
-    def random_map(self, record, rng):
-        return {**record, "image": self.apply(record["image"], rng)}
+    return image if image.shape[-1] == 1 else from_pil(to_pil(image).convert("L"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +81,7 @@ class Resize(ImageMap):
         height, width = self.output_size(*image.shape[:2])
         if (height, width) == image.shape[:2]:
             return image
-        return _from_pil(_to_pil(image).resize((width, height), self.resample))
+        return from_pil(to_pil(image).resize((width, height), self.resample))
 
 
 def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -166,7 +142,7 @@ class RandomResizedCrop(RandomImageMap):
         crop = image[top : top + h, left : left + w]
         if (h, w) == (out_h, out_w):
             return crop
-        return _from_pil(_to_pil(np.ascontiguousarray(crop)).resize((out_w, out_h), self.resample))
+        return from_pil(to_pil(np.ascontiguousarray(crop)).resize((out_w, out_h), self.resample))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +195,7 @@ class RandomRotation(RandomImageMap):
         if angle == 0:
             return image
         fill = self.fill if image.shape[-1] == 1 else (self.fill,) * 3
-        return _from_pil(_to_pil(image).rotate(angle, self.resample, expand=False, fillcolor=fill))
+        return from_pil(to_pil(image).rotate(angle, self.resample, expand=False, fillcolor=fill))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,30 +249,105 @@ class Normalize(ImageMap):
 # ------------------------------------------------------------------------------------ recipes
 
 RECIPES = {"none": "", "flip": "flip", "cifar": "crop,flip", "imagenet": "rrc,flip"}
-OPS = {"flip": None, "crop": 4, "rrc": 8, "rotate": 15, "gray": None}  # op -> default parameter
 EVAL_CROP_FRACTION = 0.875  # imagenet-style eval: resize to size / 0.875, center crop size
-_OP_PATTERN = re.compile(r"([a-z]+)(\d+(?:\.\d+)?)?")
 
 
-def parse_augment(spec: str) -> tuple[tuple[str, float | None], ...]:
-    """A recipe name or comma list -> ((op, parameter), ...); unknown names are a ValueError."""
+@dataclasses.dataclass(frozen=True)
+class OpForm:
+    """An `--augment` op: its written form, default arguments and the rule they must meet."""
+
+    form: str
+    defaults: tuple[float, ...] = ()
+    rule: str = ""
+    valid: Callable[..., bool] = lambda *args: True
+
+
+def _whole(x: float) -> bool:
+    return x == int(x)
+
+
+OPS = {
+    "flip": OpForm("flip"),
+    "crop": OpForm("crop[:PAD]", (4,), "PAD is whole pixels", _whole),
+    "rrc": OpForm("rrc[:MIN_AREA_%]", (8,), "MIN_AREA_% is in (0, 100]", lambda a: 0 < a <= 100),
+    "rotate": OpForm("rotate[:DEGREES]", (15,)),
+    "gray": OpForm("gray"),
+    "randaugment": OpForm(
+        "randaugment[:N[:M]]", (2, 9), f"N is a whole number of ops >= 1 and M a magnitude bin in 0..{NUM_BINS - 1}",
+        lambda n, m: _whole(n) and n >= 1 and _whole(m) and 0 <= m < NUM_BINS),
+    "trivialaugment": OpForm("trivialaugment"),
+    "erase": OpForm("erase[:P]", (0.5,), "P is a probability in [0, 1]", lambda p: 0 <= p <= 1),
+}
+_NAME = re.compile(r"[a-z]+")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_ARGUMENTS = re.compile(rf"({_NUMBER.pattern})?|(:{_NUMBER.pattern})+")  # "", "10" or ":2:9"
+
+
+def _forms() -> str:
+    return (f"use a recipe ({', '.join(RECIPES)}) or a comma list of ops: "
+            f"{', '.join(op.form for op in OPS.values())}")
+
+
+def _parse_op(token: str, spec: str) -> tuple[str, float | tuple[int, ...] | None]:
+    """One op token -> (name, value): None without arguments, a number for one, a tuple for more."""
+    name_match = _NAME.match(token)
+    name = name_match.group() if name_match else token
+    if name not in OPS:
+        raise ValueError(f"unknown augmentation {token!r} in {spec!r}; {_forms()}")
+    op, rest = OPS[name], token[len(name):]
+    if not _ARGUMENTS.fullmatch(rest):
+        raise ValueError(f"cannot read the arguments of {token!r} in {spec!r}: write {op.form}; {_forms()}")
+    given = _NUMBER.findall(rest)
+    if len(given) > len(op.defaults):
+        allowed = f"at most {len(op.defaults)} argument(s)" if op.defaults else "no arguments"
+        raise ValueError(f"{token!r} in {spec!r}: {op.form} takes {allowed}; {_forms()}")
+    args = tuple(float(a) for a in given) + op.defaults[len(given):]
+    if not op.valid(*args):
+        raise ValueError(f"{token!r} in {spec!r}: in {op.form}, {op.rule}; {_forms()}")
+    if len(op.defaults) > 1:
+        return name, tuple(int(a) for a in args)
+    return name, (args[0] if args else None)
+
+
+def parse_augment(spec: str) -> tuple[tuple[str, float | tuple[int, ...] | None], ...]:
+    """A recipe name or comma list -> ((op, value), ...); anything else is a ValueError naming the forms.
+
+    Grammar (case-insensitive, spaces around items ignored):
+
+        spec := item ("," item)*          item := RECIPE | OP | OP NUMBER | OP (":" NUMBER)+
+
+    A recipe stands for its op list; an op's arguments fill its parameters from the left, the
+    rest keep their defaults (`randaugment:3` = N 3, M 9). The value is None for ops without
+    parameters, the number for one (`rotate10` -> 10.0), a tuple of ints for randaugment (N, M).
+    `rrc` must come first (it replaces the resize), `erase` last (it acts on the normalized image).
+    """
     tokens = (RECIPES.get(t.strip(), t.strip()) for t in spec.lower().split(","))  # expand recipe names
-    ops = []
-    for token in filter(None, (t.strip() for t in ",".join(tokens).split(","))):
-        match = _OP_PATTERN.fullmatch(token)
-        name, number = (match.group(1), match.group(2)) if match else (token, None)
-        if name not in OPS or (number is not None and OPS[name] is None):
-            raise ValueError(
-                f"unknown augmentation {token!r} in {spec!r}; use a recipe ({', '.join(RECIPES)}) or a "
-                f"comma list of ops: flip, crop[PAD], rrc[MIN_AREA_%], rotate[DEGREES], gray"
-            )
-        value = float(number) if number is not None else OPS[name]
-        if (name == "crop" and value != int(value)) or (name == "rrc" and not 0 < value <= 100):
-            raise ValueError(f"{token!r}: crop takes whole pixels, rrc a minimum area % in (0, 100]")
-        ops.append((name, value))
-    if any(name == "rrc" for name, _ in ops[1:]):
+    ops = tuple(_parse_op(token, spec) for token in filter(None, (t.strip() for t in ",".join(tokens).split(","))))
+    names = [name for name, _ in ops]
+    if "rrc" in names[1:]:
         raise ValueError(f"'rrc' replaces the resize, so it must be the first op in {spec!r}")
-    return tuple(ops)
+    if "erase" in names[:-1]:
+        raise ValueError(f"'erase' acts on the normalized image, so it must be the last op in {spec!r}")
+    return ops
+
+
+def _train_transform(name: str, value, size: Size, hflip: float):
+    """The transform of one parsed op for training; None where it is a no-op (p = 0)."""
+    if name == "rrc":
+        return RandomResizedCrop(size, scale=(value / 100, 1.0))
+    if name == "crop":
+        return RandomCrop(size, padding=int(value))
+    if name == "flip":
+        return RandomHorizontalFlip(hflip) if hflip > 0 else None
+    if name == "rotate":
+        return RandomRotation(value)
+    if name == "gray":
+        return Grayscale()
+    if name == "randaugment":
+        return RandAugment(*value)
+    if name == "trivialaugment":
+        return TrivialAugmentWide()
+    return RandomErasing(value) if value > 0 else None  # erase
 
 
 def build_transforms(spec: str, *, train: bool, image_size: int | Size, hflip: float = 0.5) -> list:
@@ -311,15 +362,5 @@ def build_transforms(spec: str, *, train: bool, image_size: int | Size, hflip: f
             return [Resize(math.floor(max(size) / EVAL_CROP_FRACTION)), CenterCrop(size)]
         return [Resize(size)]
     transforms = [] if random_resized else [Resize(size)]
-    for name, value in ops:
-        if name == "rrc":
-            transforms.append(RandomResizedCrop(size, scale=(value / 100, 1.0)))
-        elif name == "crop":
-            transforms.append(RandomCrop(size, padding=int(value)))
-        elif name == "flip" and hflip > 0:
-            transforms.append(RandomHorizontalFlip(hflip))
-        elif name == "rotate":
-            transforms.append(RandomRotation(value))
-        elif name == "gray":
-            transforms.append(Grayscale())
-    return transforms
+    transforms += [_train_transform(name, value, size, hflip) for name, value in ops]
+    return [t for t in transforms if t is not None]
