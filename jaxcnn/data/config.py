@@ -21,7 +21,9 @@ class DataConfig:
         0.2, "fraction of train held out for validation when the dataset has no val split; 0 trains on all "
              "of it (the best checkpoint, plateau and early stopping then watch the training loss)")
     augment: str | None = option(
-        None, f"recipe ({', '.join(RECIPES)}) or a comma list of ops, e.g. cifar,rotate10 (default: the dataset's)")
+        None, f"recipe ({', '.join(RECIPES)}) or a comma list of ops: flip, crop[:PAD], rrc[:MIN_AREA_%], "
+              "rotate[:DEG], gray, randaugment[:N[:M]], trivialaugment, erase[:P]; e.g. cifar,randaugment:2:9,"
+              "erase:0.25 (default: the dataset's)")
     hflip: float | None = option(None, "horizontal flip probability (default: the dataset's)")
     label_mode: str | None = option(None, "CIFAR-100 labels (default: fine)", choices=LABEL_MODES)
     download: bool = option(False, "download CIFAR/MNIST archives (checksum-verified)")
