@@ -1,5 +1,6 @@
 """Image-folder sources and the folder datasets (PATH, catdog, demo) on folders written with Pillow."""
 
+import logging
 import glob
 import os
 import pickle
@@ -168,12 +169,13 @@ def test_missing_catdog_shows_the_layout_and_where_to_get_it(tmp_path):
     assert "https://www.kaggle.com/datasets/tongpython/cat-and-dog" in message
 
 
-def test_cache_holds_the_same_records_and_says_its_size(tmp_path, capsys, monkeypatch):
+def test_cache_holds_the_same_records_and_says_its_size(tmp_path, caplog, monkeypatch):
     write_folder(tmp_path, {"a": 4, "b": 4}, size=(20, 20))
     truncated_jpeg(tmp_path / "b" / "cut.jpg")
     plain = ImageFolderSource(tmp_path, image_size=10)
+    caplog.set_level(logging.INFO, logger="jaxcnn")
     cached = ImageFolderSource(tmp_path, image_size=10, cache=True)
-    out = capsys.readouterr().out  # the estimate comes before decoding finds the truncated file
+    out = caplog.text  # the estimate comes before decoding finds the truncated file
     assert "9 images of 10x10x3 uint8" in out and "decoded 8 images" in out
     assert len(cached) == 8 and [p for p, _ in cached.skipped_files()] == [str(tmp_path / "b" / "cut.jpg")]
     for i in range(8):
