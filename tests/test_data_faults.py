@@ -110,7 +110,7 @@ def test_two_class_folders_that_are_one_folder_are_an_error(tmp_path):
 # --- the skipped-files list -------------------------------------------------------------------
 
 
-def test_unreadable_files_with_non_utf8_names_are_listed_by_their_own_bytes(tmp_path, capsys):
+def test_unreadable_files_with_non_utf8_names_are_listed_by_their_own_bytes(tmp_path, capsys, caplog):
     """Linux names are bytes: b'\\xff\\xfe.jpg' is no UTF-8; the list holds it byte for byte."""
     write_folder(tmp_path / "data", {"a": 3, "b": 3}, size=(8, 8))
     empty = os.fsdecode(os.fsencode(tmp_path / "data" / "a") + b"/\xff\xfe.jpg")
@@ -118,7 +118,9 @@ def test_unreadable_files_with_non_utf8_names_are_listed_by_their_own_bytes(tmp_
     open(empty, "wb").close()
     truncated_jpeg(type(tmp_path)(cut))
     source = ImageFolderSource(tmp_path / "data", image_size=8)
-    assert source[source.paths.index(cut)] is None  # found when read
+    with caplog.at_level(logging.WARNING):
+        assert source[source.paths.index(cut)] is None  # found when read
+    assert r"b/\xe9t\xe9.jpg: truncated image" in caplog.text  # the bytes, as `ls -b` shows them
     logger = RunLogger(tmp_path / "run")
     logger.skipped_files(source.skipped_files())
     logger.close()

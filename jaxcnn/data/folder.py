@@ -27,7 +27,7 @@ from PIL import Image
 
 from jaxcnn.data.arrays import channel_stats
 from jaxcnn.data.decode import ImageInfo, UnreadableImage, decode_image, probe_image
-from jaxcnn.data.scan import IMAGE_EXTENSIONS, list_images, visible_dirs
+from jaxcnn.data.scan import IMAGE_EXTENSIONS, list_images, printable, visible_dirs
 from jaxcnn.data.splits import DataNotFoundError, DataSplits, Subset, stratified_split
 
 MAX_DEFAULT_IMAGE_SIZE = 224  # a folder of smaller images (e.g. 28 px PNGs) defaults to their size
@@ -192,7 +192,7 @@ class ImageFolderSource:
 
     def _record_skip(self, path: str, error: UnreadableImage) -> None:
         self._known_bad.add(path)
-        log.warning("Skipping %s: %s", path, error)
+        log.warning("Skipping %s: %s", printable(path), error)
         # One short O_APPEND write per line: atomic between grain worker processes.
         with open(self._skip_log, "a", encoding="utf-8") as f:
             f.write(json.dumps([path, str(error)]) + "\n")

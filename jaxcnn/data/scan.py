@@ -25,6 +25,11 @@ def visible_dirs(path: str) -> list[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
+def printable(path: str) -> str:
+    """`path` for a message: its bytes as UTF-8, any that are not as \\xNN (as `ls -b` shows them)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
@@ -58,7 +63,8 @@ class _Listing:
                 with os.scandir(folder) as scan:
                     entries = sorted(scan, key=lambda e: e.name)
             except OSError as error:
-                log.warning("Image folder %s: cannot list %s (%s); its images are left out.", self.root, folder, error)
+                log.warning("Image folder %s: cannot list %s (%s); its images are left out.",
+                            printable(self.root), printable(folder), error)
                 continue
             subfolders = []
             for entry in entries:
@@ -79,7 +85,7 @@ class _Listing:
         if key not in self.folders:
             return False
         log.warning("Image folder %s: not entering %s: it is %s, listed already, so its images are counted once.",
-                    self.root, path, self.folders[key])
+                    printable(self.root), printable(path), printable(self.folders[key]))
         return True
 
     def follow(self, label: int, link: str) -> None:
@@ -95,7 +101,7 @@ class _Listing:
         target, here = os.path.realpath(link), os.path.realpath(os.path.dirname(link))
         if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
             log.warning("Image folder %s: not following the symlink %s -> %s: it is a cycle (it leads back to a"
-                        " folder that contains it).", self.root, link, target)
+                        " folder that contains it).", printable(self.root), printable(link), printable(target))
             return
         key = _identity(status)
         if self._listed_already(link, key):
@@ -125,6 +131,6 @@ def list_images(root: str, class_dirs: list[tuple[int, str]]) -> tuple[list[str]
     if listing.repeats:
         path, first = listing.repeats[0]
         log.warning("Image folder %s: %d image file(s) reached by more than one path were counted once, e.g. %s"
-                    " (the same file as %s).", root, len(listing.repeats), path, first)
+                    " (the same file as %s).", printable(root), len(listing.repeats), printable(path), printable(first))
     found = sorted(listing.files.values())
     return [path for _, _, path in found], [label for label, _, _ in found]
