@@ -11,6 +11,7 @@ from archive_fixtures import (
     CIFAR10_NAMES,
     CIFAR100_COARSE,
     CIFAR100_FINE,
+    expect_records,
     make_split,
     py2_pickle,
     tar_gz,
@@ -24,6 +25,13 @@ from jaxcnn.data.splits import DataNotFoundError
 
 SPLIT = dict(val_split=0.2, split_seed=0)
 VARIANTS = [("python", "folder"), ("python", "archive"), ("binary", "folder"), ("binary", "archive")]
+
+
+@pytest.fixture(autouse=True)
+def fixture_record_counts(monkeypatch):
+    """The fixtures below hold 6 images a CIFAR-10 training batch and 10 a test batch, 200 and 10 for CIFAR-100."""
+    expect_records(monkeypatch, "cifar10", train=6, test=10)
+    expect_records(monkeypatch, "cifar100", train=200, test=10)
 
 
 def _cifar10(tmp_path, fmt, packing):

@@ -27,9 +27,9 @@ from PIL import Image
 
 from jaxcnn.data.arrays import channel_stats
 from jaxcnn.data.decode import ImageInfo, UnreadableImage, decode_image, probe_image
+from jaxcnn.data.scan import IMAGE_EXTENSIONS, list_images, printable, visible_dirs
 from jaxcnn.data.splits import DataNotFoundError, DataSplits, Subset, stratified_split
 
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 MAX_DEFAULT_IMAGE_SIZE = 224  # a folder of smaller images (e.g. 28 px PNGs) defaults to their size
 STATS_IMAGES = 500  # mean/std from this many evenly spaced training images: stable to ~1e-3
 CACHE_MEMORY_FRACTION = 0.9  # --cache may take at most this much of the available memory
@@ -45,24 +45,6 @@ log = logging.getLogger(__name__)
 def _threads() -> int:
     """Pillow releases the GIL while decoding, so threads scale decoding over the cores."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _visible_dirs(path: str) -> list[str]:
-    """Sorted sub-folder names, without hidden ones (.ipynb_checkpoints, .git, ...)."""
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
-
-
-def _image_files(class_dir: str) -> list[str]:
-    """Image files under `class_dir` (recursively, like torchvision), sorted; hidden files ignored."""
-    found = []
-    for folder, subfolders, files in os.walk(class_dir, followlinks=True):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found.extend(
-            os.path.join(folder, f)
-            for f in sorted(files)
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-        )
-    return found
 
 
 def _probe_all(paths: list[str]) -> list[ImageInfo | UnreadableImage]:
@@ -129,10 +111,13 @@ class ImageFolderSource:
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if not os.path.isdir(self.root):
             raise DataNotFoundError(f"Image folder {self.root!r} does not exist. {_LAYOUT}")
-        folders = _visible_dirs(self.root)
+        folders = visible_dirs(self.root)
         if class_names is None:
             if not folders:
                 raise ValueError(f"No class folders in {self.root!r}. {_LAYOUT}")
+            if len(folders) == 1:
+                raise ValueError(f"{self.root!r} holds one class folder ({folders[0]!r}): a classifier needs at"
+                                 f" least 2 classes. {_LAYOUT}")
             class_names = folders
         elif extra := sorted(set(folders) - set(class_names)):
             raise ValueError(
@@ -155,20 +140,18 @@ class ImageFolderSource:
 
     def _index(self, folders: list[str]) -> list[ImageInfo]:
         """List and header-check every image; drop unreadable ones; reject empty class folders."""
-        paths, labels = [], []
-        for label, name in enumerate(self.class_names):
-            if name not in folders:
-                continue  # a val/test folder may lack a class; the training folder defines them
-            files = _image_files(os.path.join(self.root, name))
-            if not files:
-                raise ValueError(
-                    f"Class folder {os.path.join(self.root, name)!r} is empty: it holds no"
-                    f" {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files."
-                )
-            paths += files
-            labels += [label] * len(files)
+        class_dirs = [(label, os.path.join(self.root, name)) for label, name in enumerate(self.class_names)
+                      if name in folders]  # a val/test folder may lack a class; the training folder defines them
+        paths, labels = list_images(self.root, class_dirs)
         if not paths:
             raise ValueError(f"No images in {self.root!r}. {_LAYOUT}")
+        present = set(labels)
+        for label, class_dir in class_dirs:
+            if label not in present:
+                raise ValueError(
+                    f"Class folder {class_dir!r} is empty: it holds no"
+                    f" {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files."
+                )
         self.paths, self.labels, self._index_skips = paths, np.asarray(labels, np.int32), []
         probed = _probe_all(paths)
         self._keep([not isinstance(p, UnreadableImage) for p in probed], probed, folders)
@@ -209,7 +192,7 @@ class ImageFolderSource:
 
     def _record_skip(self, path: str, error: UnreadableImage) -> None:
         self._known_bad.add(path)
-        log.warning("Skipping %s: %s", path, error)
+        log.warning("Skipping %s: %s", printable(path), error)
         # One short O_APPEND write per line: atomic between grain worker processes.
         with open(self._skip_log, "a", encoding="utf-8") as f:
             f.write(json.dumps([path, str(error)]) + "\n")
@@ -243,7 +226,7 @@ class ImageFolderSource:
 
         with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
             keep = list(pool.map(fill, range(len(self))))
-        self._keep(keep, [None] * len(keep), _visible_dirs(self.root))
+        self._keep(keep, [None] * len(keep), visible_dirs(self.root))
         self._cache = cache if all(keep) else cache[np.asarray(keep)]
         log.info(f"--cache: decoded {len(self)} images in {time.perf_counter() - start:.1f} s")
 
@@ -286,7 +269,7 @@ DEMO_ROOT = os.path.join(os.path.dirname(__file__), "demo")
 
 def _subfolder(root: str, names: tuple[str, ...]) -> str | None:
     """The first of `names` (case-insensitive) that is a folder in `root`."""
-    by_lower = {name.lower(): name for name in _visible_dirs(root)}
+    by_lower = {name.lower(): name for name in visible_dirs(root)}
     return next((os.path.join(root, by_lower[n]) for n in names if n in by_lower), None)
 
 
