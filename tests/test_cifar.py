@@ -121,7 +121,7 @@ def test_missing_data_names_every_place_looked_and_download(tmp_path):
         load_cifar10(str(tmp_path), **SPLIT)
     message = str(error.value)
     for name in ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar-10-batches-bin",
-                 "cifar-10-binary.tar.gz", "--download", str(tmp_path)):
+                 "cifar-10-binary.tar.gz", "data.download", str(tmp_path)):
         assert name in message
     assert list(tmp_path.iterdir()) == []  # nothing was fetched or created
 
@@ -137,7 +137,7 @@ def test_truncated_archive_is_a_clear_error(tmp_path):
     data_dir, _, _ = _cifar10(tmp_path, "python", "archive")
     archive = data_dir / "cifar-10-python.tar.gz"
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    with pytest.raises(ValueError, match="truncated or corrupt.*--download"):
+    with pytest.raises(ValueError, match="truncated or corrupt.*data.download"):
         load_cifar10(str(data_dir), **SPLIT)
 
 
@@ -185,8 +185,8 @@ def test_options_that_do_not_apply_are_rejected(tmp_path):
     data_dir, _, _ = _cifar100(tmp_path, "binary", "folder")
     with pytest.raises(ValueError, match=r"one of \['fine', 'coarse'\]"):
         load_cifar100(str(data_dir), label_mode="medium", **SPLIT)
-    with pytest.raises(ValueError, match="--label-mode does not apply to cifar10"):
+    with pytest.raises(ValueError, match="data.label_mode does not apply to cifar10"):
         load_cifar10(str(data_dir), label_mode="coarse", **SPLIT)
-    with pytest.raises(ValueError, match="--cache does not apply to cifar100"):
+    with pytest.raises(ValueError, match="data.cache does not apply to cifar100"):
         load_cifar100(str(data_dir), cache=True, **SPLIT)
     assert len(load_cifar100(str(data_dir), image_size=64, **SPLIT).test) == 10  # a decode hint: ignored

@@ -110,7 +110,7 @@ def test_two_class_folders_that_are_one_folder_are_an_error(tmp_path):
 # --- the skipped-files list -------------------------------------------------------------------
 
 
-def test_unreadable_files_with_non_utf8_names_are_listed_by_their_own_bytes(tmp_path, capsys, caplog):
+def test_unreadable_files_with_non_utf8_names_are_listed_by_their_own_bytes(tmp_path, caplog):
     """Linux names are bytes: b'\\xff\\xfe.jpg' is no UTF-8; the list holds it byte for byte."""
     write_folder(tmp_path / "data", {"a": 3, "b": 3}, size=(8, 8))
     empty = os.fsdecode(os.fsencode(tmp_path / "data" / "a") + b"/\xff\xfe.jpg")
@@ -122,12 +122,13 @@ def test_unreadable_files_with_non_utf8_names_are_listed_by_their_own_bytes(tmp_
         assert source[source.paths.index(cut)] is None  # found when read
     assert r"b/\xe9t\xe9.jpg: truncated image" in caplog.text  # the bytes, as `ls -b` shows them
     logger = RunLogger(tmp_path / "run")
+    caplog.set_level(logging.INFO, logger="jaxcnn")
     logger.skipped_files(source.skipped_files())
     logger.close()
     lines = (tmp_path / "run" / "skipped_files.txt").read_bytes().splitlines()
     assert [os.fsdecode(line.split(b"\t")[0]) for line in lines] == [empty, cut]  # round trip
     assert lines[0] == os.fsencode(empty) + b"\tempty file"
-    assert "Skipped 2 unreadable file(s); listed in" in capsys.readouterr().out
+    assert "Skipped 2 unreadable file(s); listed in" in caplog.text
 
 
 # --- CIFAR members --------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_next_mirror_is_tried_and_all_failures_are_reported(tmp_path, cifar_arch
 def test_cifar_download_flag_fetches_then_loads(tmp_path, cifar_archive, monkeypatch):
     served = resource_for(cifar_archive)
     monkeypatch.setattr(cifar, "CIFAR10", dataclasses.replace(cifar.CIFAR10, resource=served))
-    with pytest.raises(DataNotFoundError, match="--download"):  # nothing is fetched without the flag
+    with pytest.raises(DataNotFoundError, match="data.download"):  # nothing is fetched without the flag
         cifar.load_cifar10(str(tmp_path / "data"), **SPLIT)
     assert not (tmp_path / "data").exists()
     splits = cifar.load_cifar10(str(tmp_path / "data"), download=True, **SPLIT)

@@ -141,11 +141,11 @@ def test_bad_layouts_and_options_get_clear_errors(tmp_path):
     write_folder(tmp_path / "val", {"a": 1, "c": 1})
     with pytest.raises(ValueError, match=r"class folders \['c'\] that the training folder lacks"):
         load_image_folder(tmp_path, **SPLIT)
-    with pytest.raises(ValueError, match="--download does not apply"):
+    with pytest.raises(ValueError, match="data.download does not apply"):
         load_image_folder(tmp_path, download=True, **SPLIT)
-    with pytest.raises(ValueError, match="--label-mode applies to cifar100 only"):
+    with pytest.raises(ValueError, match="data.label_mode applies to cifar100 only"):
         load_catdog(tmp_path, label_mode="coarse", **SPLIT)
-    with pytest.raises(ValueError, match="--data-dir does not apply to demo"):
+    with pytest.raises(ValueError, match="data.dir does not apply to demo"):
         load_demo(str(tmp_path), **SPLIT)
 
 
@@ -183,7 +183,7 @@ def test_cache_holds_the_same_records_and_says_its_size(tmp_path, caplog, monkey
         np.testing.assert_array_equal(cached[i]["image"], plain[j]["image"])
         assert cached[i]["label"] == plain[j]["label"]
     monkeypatch.setattr(folder, "_available_memory", lambda: 1000)
-    with pytest.raises(ValueError, match="--cache needs 0.00 GiB .* only 0.00 GiB"):
+    with pytest.raises(ValueError, match="data.cache needs 0.00 GiB .* only 0.00 GiB"):
         ImageFolderSource(tmp_path, image_size=10, cache=True)
 
 

@@ -69,7 +69,7 @@ def test_missing_files_name_folders_files_and_download(tmp_path, monkeypatch):
         load_mnist(str(tmp_path), **SPLIT)
     message = str(error.value)
     for text in ("t10k-labels-idx1-ubyte[.gz]", str(tmp_path), os.path.join(str(tmp_path), "MNIST", "raw"),
-                 "--download"):
+                 "data.download"):
         assert text in message
     monkeypatch.setattr(mnist, "FASHION_MNIST", dataclasses.replace(mnist.FASHION_MNIST, system_dirs=()))
     with pytest.raises(DataNotFoundError, match="apt install dataset-fashion-mnist"):
@@ -107,7 +107,7 @@ def test_image_and_label_counts_must_agree(tmp_path):
 
 def test_options_that_do_not_apply_are_rejected(tmp_path):
     write_idx_set(tmp_path)
-    with pytest.raises(ValueError, match="--label-mode does not apply to mnist"):
+    with pytest.raises(ValueError, match="data.label_mode does not apply to mnist"):
         load_mnist(str(tmp_path), label_mode="coarse", **SPLIT)
-    with pytest.raises(ValueError, match="--cache does not apply to fashion_mnist"):
+    with pytest.raises(ValueError, match="data.cache does not apply to fashion_mnist"):
         load_fashion_mnist(str(tmp_path), cache=True, **SPLIT)

@@ -116,7 +116,7 @@ def load_cifar10(data_dir=None, *, val_split, split_seed, image_size=None, downl
                  label_mode=None, cache=False) -> DataSplits:
     """CIFAR-10: 50k train (split into train/val) and 10k test 32x32 RGB images, 10 classes."""
     if label_mode is not None:
-        raise ValueError(f"--label-mode does not apply to cifar10 (it has one label); got {label_mode!r}")
+        raise ValueError(f"data.label_mode does not apply to cifar10 (it has one label); got {label_mode!r}")
     return _load(CIFAR10, data_dir, "label", val_split, split_seed, download, cache)
 
 
@@ -218,7 +218,7 @@ def read_members(path: str, fmt: _Format, caps: dict[str, int]) -> dict[str, byt
                     members[name] = tar.extractfile(info).read()
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise ValueError(f"{path} is truncated or corrupt ({error}). Delete it and fetch it again "
-                         "(--download fetches the binary version).") from error
+                         "(data.download fetches the binary version).") from error
     missing = [f"{fmt.folder}/{n}" for n in caps if n not in members]
     if missing:
         raise ValueError(f"{path} is truncated or not the {fmt.archive} archive: it lacks {', '.join(missing)}.")
@@ -305,7 +305,7 @@ def _not_found_message(dataset: _Dataset, data_dir: str) -> str:
         looked.append(f"  {os.path.join(data_dir, fmt.archive)}")
     return (
         f"{dataset.title} not found in {data_dir}. Looked for any of:\n" + "\n".join(looked) + "\n"
-        f"Pass --download to fetch {dataset.resource.urls[0]} (checksum-verified) into {data_dir}, "
+        f"Set data.download to fetch {dataset.resource.urls[0]} (checksum-verified) into {data_dir}, "
         f"or put one of those archives there yourself (from {_HOME}cifar.html), "
-        "or point --data-dir at the folder that holds it."
+        "or point data.dir at the folder that holds it."
     )

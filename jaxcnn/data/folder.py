@@ -37,7 +37,7 @@ CACHE_MEMORY_FRACTION = 0.9  # --cache may take at most this much of the availab
 _LAYOUT = (
     "Expected an image folder: PATH/train/<class>/<image> with optional PATH/val/ (or valid/,"
     " validation/) and PATH/test/ holding the same class folders, or a flat PATH/<class>/<image>"
-    f" (then validation is a stratified --val-split of it). Image files: {' '.join(IMAGE_EXTENSIONS)}."
+    f" (then validation is a stratified data.val_split of it). Image files: {' '.join(IMAGE_EXTENSIONS)}."
 )
 log = logging.getLogger(__name__)
 
@@ -208,12 +208,12 @@ class ImageFolderSource:
     def _fill_cache(self) -> None:
         shape = (len(self), self.image_size, self.image_size, self.channels)
         needed, available = int(np.prod(shape)), _available_memory()
-        log.info(f"--cache: {shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} uint8 from {self.root}"
+        log.info(f"data.cache: {shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} uint8 from {self.root}"
                  f" take {_gib(needed)} ({_gib(available) if available else 'unknown'} available)")
         if available is not None and needed > CACHE_MEMORY_FRACTION * available:
             raise ValueError(
-                f"--cache needs {_gib(needed)} for {self.root} but only {_gib(available)} of memory is"
-                f" available; drop --cache or use a smaller --image-size."
+                f"data.cache needs {_gib(needed)} for {self.root} but only {_gib(available)} of memory is"
+                f" available; drop data.cache or use a smaller data.image_size."
             )
         start = time.perf_counter()
         cache = np.empty(shape, np.uint8)  # filled in place: no second copy of the dataset
@@ -228,7 +228,7 @@ class ImageFolderSource:
             keep = list(pool.map(fill, range(len(self))))
         self._keep(keep, [None] * len(keep), visible_dirs(self.root))
         self._cache = cache if all(keep) else cache[np.asarray(keep)]
-        log.info(f"--cache: decoded {len(self)} images in {time.perf_counter() - start:.1f} s")
+        log.info(f"data.cache: decoded {len(self)} images in {time.perf_counter() - start:.1f} s")
 
     def compute_stats(self, indices=None, max_images: int = STATS_IMAGES) -> tuple[tuple, tuple]:
         """Per-channel pixel (mean, std) on the 0..1 scale over up to `max_images` evenly spaced images.
@@ -275,9 +275,9 @@ def _subfolder(root: str, names: tuple[str, ...]) -> str | None:
 
 def _reject_archive_options(dataset: str, download: bool, label_mode) -> None:
     if download:
-        raise ValueError(f"--download does not apply to {dataset}: image folders are read from disk as they are.")
+        raise ValueError(f"data.download does not apply to {dataset}: image folders are read from disk as they are.")
     if label_mode is not None:
-        raise ValueError(f"--label-mode applies to cifar100 only, not to {dataset}.")
+        raise ValueError(f"data.label_mode applies to cifar100 only, not to {dataset}.")
 
 
 def folder_splits(name: str, train_dir: str, val_dir: str | None, test_dir: str | None, *, val_split: float,
@@ -353,7 +353,7 @@ def load_catdog(data_dir=None, *, val_split, split_seed, image_size=None, downlo
             f"  {root}/test_set/test_set/dogs/*.jpg\n"
             "(training_set/cats/... without the doubled folder works too).\n"
             f"Download it from {CATDOG_URL} (or `kaggle datasets download tongpython/cat-and-dog`),"
-            f" unzip it into {root}, or point --data-dir at the folder holding training_set/."
+            f" unzip it into {root}, or point data.dir at the folder holding training_set/."
         )
     return folder_splits("catdog", train_dir, None, _kaggle_split_dir(root, "test_set"), val_split=val_split,
                          split_seed=split_seed, image_size=image_size or MAX_DEFAULT_IMAGE_SIZE, cache=cache,
@@ -365,7 +365,7 @@ def load_demo(data_dir=None, *, val_split, split_seed, image_size=None, download
     """`--data demo`: 1,500 train + 400 test real Fashion-MNIST images (28x28 gray) shipped in the package."""
     _reject_archive_options("demo", download, label_mode)
     if data_dir is not None:
-        raise ValueError("--data-dir does not apply to demo: its images ship inside the jaxcnn package.")
+        raise ValueError("data.dir does not apply to demo: its images ship inside the jaxcnn package.")
     if not os.path.isdir(os.path.join(DEMO_ROOT, "train")):
         raise DataNotFoundError(f"The demo images are missing from {DEMO_ROOT}; regenerate them with"
                                 " `python scripts/make_demo_dataset.py`.")

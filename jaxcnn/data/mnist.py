@@ -106,7 +106,7 @@ def load_fashion_mnist(data_dir=None, *, val_split, split_seed, image_size=None,
 
 def _load(dataset: _Dataset, data_dir, val_split, split_seed, download, label_mode, cache) -> DataSplits:
     if label_mode is not None:
-        raise ValueError(f"--label-mode does not apply to {dataset.name} (it has one label); got {label_mode!r}")
+        raise ValueError(f"data.label_mode does not apply to {dataset.name} (it has one label); got {label_mode!r}")
     reject_cache(dataset.name, cache)
     data_dir = os.path.expanduser(data_dir or os.path.join("data", dataset.name))
     candidates = [data_dir, os.path.join(data_dir, dataset.torchvision_folder, "raw"), *dataset.system_dirs]
@@ -199,6 +199,6 @@ def _not_found_message(dataset: _Dataset, data_dir: str, candidates: list[str]) 
         hint = " On Debian/Ubuntu, `apt install dataset-fashion-mnist` provides them."
     return (
         f"{dataset.title} not found. Looked for the four idx files ({files}) in:\n{where}\n"
-        f"Pass --download to fetch them (checksum-verified) from {dataset.mirrors[0]} into "
-        f"{data_dir}, or point --data-dir at the folder that holds them.{hint}"
+        f"Set data.download to fetch them (checksum-verified) from {dataset.mirrors[0]} into "
+        f"{data_dir}, or point data.dir at the folder that holds them.{hint}"
     )
