@@ -19,7 +19,7 @@ from jaxcnn.train.evaluate import evaluate, prefetch_to_mesh, sum_metrics
 from jaxcnn.train.optim import current_learning_rate
 from jaxcnn.train.plateau import PlateauConfig, step_plateau
 
-METRIC_MODES = {"val_accuracy": "max", "val_loss": "min"}
+METRIC_MODES = {"val_accuracy": "max", "val_loss": "min", "val_accuracy_ema": "max", "val_loss_ema": "min"}
 PROGRESS_EVERY = 20  # steps between progress-bar loss updates (each one is a host sync)
 
 
@@ -116,6 +116,8 @@ def fit(
     for name in (best_metric, plateau_metric):
         if name not in METRIC_MODES:
             raise ValueError(f"unknown metric {name!r}; choose from {sorted(METRIC_MODES)}")
+        if name.endswith("_ema") and state.ema is None:
+            raise ValueError(f"the metric {name!r} needs a state with an EMA (create_train_state(..., ema=...))")
     loop = loop or LoopState()
     logger = logger or PrintLogger()
     if loop.early_stopping is not None and loop.early_stopping.should_stop:
@@ -145,9 +147,18 @@ def fit(
             "val_loss": val.loss,
             "val_accuracy": val.accuracy,
             "lr": current_learning_rate(state.opt_state),
-            "epoch_seconds": time.perf_counter() - started,
             "images_per_second": float(train["count"]) / train_seconds,
         }
+        if "correct_top5" in train:
+            row["train_top5"] = float(train["correct_top5"] / train["count"])
+        if val.top5_accuracy is not None:
+            row["val_top5"] = val.top5_accuracy
+        if state.ema is not None:
+            ema = evaluate(eval_step, state.ema_view(), val_loader.epoch(epoch), mesh)
+            row |= {"val_loss_ema": ema.loss, "val_accuracy_ema": ema.accuracy}
+            if ema.top5_accuracy is not None:
+                row["val_top5_ema"] = ema.top5_accuracy
+        row["epoch_seconds"] = time.perf_counter() - started
         reduced = False
         if plateau is not None:
             opt_state, reduced = step_plateau(state.opt_state, row[plateau_metric], plateau)
