@@ -283,3 +283,36 @@ def test_bad_recipe_settings_are_named(call, message):
         make_optimizer("sgd", learning_rate=0.1, steps_per_epoch=6, epochs=3, **call)
     with pytest.raises(ValueError, match=r"pct_start must be in \(0, 1\)"):
         OneCycleConfig(pct_start=1.0)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_onecycle_cycled_momentum_trains_like_torch_sgd(nesterov):
+    torch = pytest.importorskip("torch")
+    grads = np.random.default_rng(0).normal(size=(12, 3))
+    weight = torch.tensor(np.asarray(PARAMS["w"]), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=12)  # cycle_momentum=True
+    for grad in grads:
+        weight.grad = torch.tensor(grad)
+        optimizer.step()
+        scheduler.step()
+
+    config = OneCycleConfig(cycle_momentum=True)
+    tx = make_optimizer("sgd", learning_rate=0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.01,
+                        schedule="onecycle", onecycle=config, steps_per_epoch=6, epochs=2)
+    params, state = PARAMS, tx.init(PARAMS)
+    for grad in grads:
+        updates, state = tx.update({"w": jnp.asarray(grad, jnp.float32)}, state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(params["w"], weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_onecycle_momentum_runs_inverse_to_the_lr():
+    from jaxcnn.train.optim import onecycle_momentum_schedule
+
+    momentum = onecycle_momentum_schedule(50, OneCycleConfig(cycle_momentum=True))  # phase ends 14 and 49
+    values = [float(momentum(step)) for step in (0, 7, 14, 49)]
+    np.testing.assert_allclose(values, [0.95, 0.90, 0.85, 0.95], rtol=1e-6)
+    with pytest.raises(ValueError, match="cycle_momentum applies to the 'sgd' optimizer only"):
+        make_optimizer("adam", learning_rate=0.1, schedule="onecycle", onecycle=OneCycleConfig(cycle_momentum=True),
+                       steps_per_epoch=1, epochs=1)

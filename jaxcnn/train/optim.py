@@ -4,13 +4,15 @@
   gradient before the optimizer (`add_decayed_weights` first); `adamw` decays decoupled.
 - Schedules are per optimizer update: `constant`; `cosine` to 0 at the last step; `step`
   multiplies by `gamma` at each milestone epoch (torch MultiStepLR); `onecycle` is torch's
-  `OneCycleLR` (see `onecycle_schedule`); `plateau` keeps the LR constant and multiplies it by
-  the `PlateauState` scale that `step_plateau` lowers once per epoch. `warmup_epochs` prepends
-  a linear ramp from 0 to `learning_rate` to any of them but `onecycle` (which has its own).
+  `OneCycleLR` (`OneCycleConfig`; momentum cycling optional, sgd only); `plateau` keeps the LR
+  constant and multiplies it by the `PlateauState` scale that `step_plateau` lowers once per
+  epoch. `warmup_epochs` prepends a linear ramp from 0 to `learning_rate` to any of them but
+  `onecycle` (which has its own).
 - The learning rate is an injected hyperparameter (`optax.inject_hyperparams`), so the LR
   used by the last update can be read back from `opt_state` for logging.
 - `clip_grad_norm` clips the raw gradient's global norm before weight decay and the optimizer
-  (torch's `clip_grad_norm_` before `optimizer.step()`); `grad_accum_steps=K` wraps everything in
+  (torch's `clip_grad_norm_` before `optimizer.step()`; optax scales by max_norm / norm, torch
+  by max_norm / (norm + 1e-6): a relative difference of 1e-6 / norm); `grad_accum_steps=K` wraps everything in
   `optax.MultiSteps`: K train steps average their gradients into one update (see
   `make_optimizer`).
 """
@@ -37,11 +39,20 @@ SCHEDULES = ("constant", "cosine", "step", "onecycle", "plateau")
 @dataclasses.dataclass(frozen=True)
 class OneCycleConfig:
     """torch.optim.lr_scheduler.OneCycleLR arguments (anneal_strategy='cos', three_phase=False);
-    its `max_lr` is the optimizer's `learning_rate`."""
+    its `max_lr` is the optimizer's `learning_rate`.
+
+    `cycle_momentum` (sgd only) cycles the momentum inversely to the LR, from `max_momentum`
+    down to `base_momentum` and back, in place of the optimizer's `momentum` -- torch's default
+    (True) for SGD; here it is off by default, so that the optimizer's momentum (or Adam's
+    beta1, which torch would cycle too) stays as set.
+    """
 
     pct_start: float = 0.3
     div_factor: float = 25.0
     final_div_factor: float = 1e4
+    cycle_momentum: bool = False
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
 
     def __post_init__(self):
         if not 0.0 < self.pct_start < 1.0:
@@ -51,28 +62,36 @@ class OneCycleConfig:
                 "onecycle div_factor and final_div_factor must be > 0, got "
                 f"{self.div_factor}, {self.final_div_factor}"
             )
+        if not 0.0 < self.base_momentum <= self.max_momentum < 1.0:
+            raise ValueError(
+                "onecycle momenta must satisfy 0 < base_momentum <= max_momentum < 1, got "
+                f"{self.base_momentum}, {self.max_momentum}"
+            )
+
+
+def _onecycle_phases(total_steps: int, config: OneCycleConfig, start, peak, end) -> optax.Schedule:
+    """Cosine from `start` to `peak` at step pct_start * total_steps - 1, then to `end` at step
+    total_steps - 1 (then held): torch OneCycleLR's two phases, with its float phase ends.
+
+    `optax.cosine_onecycle_schedule` peaks one step later, at int(pct_start * total_steps), and
+    ends one step later, at total_steps. The optax piece it is built from,
+    `piecewise_interpolate_schedule('cosine', ...)`, interpolates exactly as torch's phases do
+    (pct = (step - phase start) / (phase end - phase start)), so it is given torch's phase ends.
+    """
+    return optax.piecewise_interpolate_schedule(
+        "cosine", start, {config.pct_start * total_steps - 1: peak / start, total_steps - 1: end / peak}
+    )
 
 
 def onecycle_schedule(total_steps: int, max_lr: float, config: OneCycleConfig) -> optax.Schedule:
-    """torch's OneCycleLR: cosine from max_lr / div_factor up to max_lr, reached at step
-    pct_start * total_steps - 1, then cosine down to max_lr / div_factor / final_div_factor,
-    reached at the last step, total_steps - 1 (then held).
+    """torch's OneCycleLR learning rate: max_lr / div_factor -> max_lr -> that / final_div_factor."""
+    initial = max_lr / config.div_factor
+    return _onecycle_phases(total_steps, config, initial, max_lr, initial / config.final_div_factor)
 
-    `optax.cosine_onecycle_schedule` is the same curve one step later with a truncated peak: it
-    peaks at int(pct_start * total_steps) and ends at total_steps, where torch peaks at
-    pct_start * total_steps - 1 (a float) and ends at total_steps - 1. The optax piece it is
-    built from, `piecewise_interpolate_schedule('cosine', ...)`, interpolates exactly as torch's
-    phases do (pct = (step - phase start) / (phase end - phase start)), so it is given torch's
-    phase ends directly.
-    """
-    return optax.piecewise_interpolate_schedule(
-        "cosine",
-        max_lr / config.div_factor,
-        {
-            config.pct_start * total_steps - 1: config.div_factor,
-            total_steps - 1: 1.0 / (config.div_factor * config.final_div_factor),
-        },
-    )
+
+def onecycle_momentum_schedule(total_steps: int, config: OneCycleConfig) -> optax.Schedule:
+    """torch's OneCycleLR momentum (cycle_momentum=True): max -> base -> max momentum."""
+    return _onecycle_phases(total_steps, config, config.max_momentum, config.base_momentum, config.max_momentum)
 
 
 def make_schedule(
@@ -154,8 +173,9 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """An optax optimizer `name` driven by the LR `schedule` (see the module docstring).
 
-    `momentum` and `nesterov` apply to sgd only; `plateau` (default `PlateauConfig()`) to the
-    'plateau' schedule only, `onecycle` to 'onecycle' only.
+    `momentum` and `nesterov` apply to sgd only (a `onecycle` with `cycle_momentum` replaces
+    `momentum` by its cycle, as torch does); `plateau` (default `PlateauConfig()`) applies to the
+    'plateau' schedule only, `onecycle` (default `OneCycleConfig()`) to 'onecycle' only.
 
     `steps_per_epoch` counts train steps (batches). With `grad_accum_steps=K` the optimizer
     (clipping, decay, schedule, plateau scale: all of it) runs once per K train steps on the
@@ -164,10 +184,61 @@ def make_optimizer(
     `steps_per_epoch` so that every epoch ends on an update (its checkpoint and validation see
     no half-accumulated gradient).
     """
+    cycle_momentum = onecycle is not None and onecycle.cycle_momentum
+    _check_optimizer_settings(
+        name, nesterov=nesterov, momentum=momentum, cycle_momentum=cycle_momentum, weight_decay=weight_decay,
+        schedule=schedule, plateau=plateau, clip_grad_norm=clip_grad_norm, grad_accum_steps=grad_accum_steps,
+        steps_per_epoch=steps_per_epoch,
+    )
+    updates_per_epoch = steps_per_epoch // grad_accum_steps
+    hyperparams = {
+        "learning_rate": make_schedule(
+            schedule, learning_rate=learning_rate, steps_per_epoch=updates_per_epoch, epochs=epochs,
+            warmup_epochs=warmup_epochs, milestones=milestones, gamma=gamma, onecycle=onecycle,
+        )
+    }
+    if cycle_momentum:
+        hyperparams["momentum"] = onecycle_momentum_schedule(epochs * updates_per_epoch, onecycle)
+
+    def optimizer(learning_rate):
+        return _base_optimizer(name, learning_rate, momentum or None, nesterov, weight_decay)
+
+    def cycled_momentum_optimizer(learning_rate, momentum):
+        return _base_optimizer(name, learning_rate, momentum, nesterov, weight_decay)
+
+    tx = optax.inject_hyperparams(cycled_momentum_optimizer if cycle_momentum else optimizer)(**hyperparams)
+    if clip_grad_norm is not None:
+        tx = optax.chain(optax.clip_by_global_norm(clip_grad_norm), tx)
+    if schedule == "plateau":
+        tx = optax.chain(tx, scale_by_plateau((plateau or PlateauConfig()).mode))
+    if grad_accum_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=grad_accum_steps).gradient_transformation()
+    return tx
+
+
+def _base_optimizer(name, learning_rate, momentum, nesterov, weight_decay) -> optax.GradientTransformation:
+    """torch's SGD/Adam (L2 added to the gradient first) or AdamW (decoupled decay); `momentum`
+    None: plain SGD without a trace."""
+    if name == "adamw":
+        return optax.adamw(learning_rate, weight_decay=weight_decay)
+    if name == "adam":
+        base = optax.adam(learning_rate)
+    else:
+        base = optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
+    return optax.chain(optax.add_decayed_weights(weight_decay), base) if weight_decay else base
+
+
+def _check_optimizer_settings(
+    name, *, nesterov, momentum, cycle_momentum, weight_decay, schedule, plateau, clip_grad_norm,
+    grad_accum_steps, steps_per_epoch,
+) -> None:
+    """`make_optimizer`'s settings that the schedule does not check: one clear message each."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    if nesterov and (name != "sgd" or not momentum):
+    if nesterov and (name != "sgd" or not (momentum or cycle_momentum)):
         raise ValueError("nesterov needs the 'sgd' optimizer with momentum > 0")
+    if cycle_momentum and name != "sgd":
+        raise ValueError(f"onecycle cycle_momentum applies to the 'sgd' optimizer only, not {name!r}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if plateau is not None and schedule != "plateau":
@@ -182,34 +253,6 @@ def make_optimizer(
             "epoch, so that every epoch ends on an optimizer update; choose another "
             "grad_accum_steps or batch size"
         )
-    lr_schedule = make_schedule(
-        schedule,
-        learning_rate=learning_rate,
-        steps_per_epoch=steps_per_epoch // grad_accum_steps,
-        epochs=epochs,
-        warmup_epochs=warmup_epochs,
-        milestones=milestones,
-        gamma=gamma,
-        onecycle=onecycle,
-    )
-
-    def optimizer(learning_rate):
-        if name == "adamw":
-            return optax.adamw(learning_rate, weight_decay=weight_decay)
-        if name == "adam":
-            base = optax.adam(learning_rate)
-        else:
-            base = optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
-        return optax.chain(optax.add_decayed_weights(weight_decay), base) if weight_decay else base
-
-    tx = optax.inject_hyperparams(optimizer)(learning_rate=lr_schedule)
-    if clip_grad_norm is not None:
-        tx = optax.chain(optax.clip_by_global_norm(clip_grad_norm), tx)
-    if schedule == "plateau":
-        tx = optax.chain(tx, scale_by_plateau((plateau or PlateauConfig()).mode))
-    if grad_accum_steps > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=grad_accum_steps).gradient_transformation()
-    return tx
 
 
 def _is_multi_steps_state(node) -> bool:
