@@ -182,7 +182,9 @@ def make_optimizer(
     mean of their K gradients (`optax.MultiSteps`); in between it returns zero updates. The
     schedule therefore counts updates, `steps_per_epoch // K` per epoch, and K must divide
     `steps_per_epoch` so that every epoch ends on an update (its checkpoint and validation see
-    no half-accumulated gradient).
+    no half-accumulated gradient). The K gradients are each a masked mean over their batch, so
+    K full batches average exactly as one batch of K*B; a batch holding masked slots (read
+    failures) weighs in as a whole batch.
     """
     cycle_momentum = onecycle is not None and onecycle.cycle_momentum
     _check_optimizer_settings(

@@ -76,7 +76,10 @@ def train_step(
     Models that sow auxiliary logits into the 'aux_logits' collection (GoogLeNet) add
     `aux_loss_weight * CE(aux)` per head to the optimised loss; the reported `loss_sum` is the
     main head's alone. Dropout uses a key split from `state.rng`; BatchNorm statistics are
-    updated from the (unpadded) training batch, every train step. With an active `mixup` the
+    updated from the (unpadded) training batch, every train step -- under gradient
+    accumulation that is every micro-batch (K momentum updates per optimizer update, each from
+    B examples, as in torch), so only a model without BatchNorm trains exactly as with one
+    batch of K*B. With an active `mixup` the
     batch is mixed on the device with a third key split from `state.rng` (so enabling it also
     changes the dropout stream), the loss is against the mixed targets, and `correct` counts
     the argmax against the original labels (as timm). With `state.ema`, the average is
@@ -114,6 +117,11 @@ def train_step(
         return loss, (logits, per_example, updated.get("batch_stats", state.batch_stats))
 
     grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    return _apply_gradients(state, grads, batch_stats, rng), _masked_metrics(logits, per_example, batch)
+
+
+def _apply_gradients(state: TrainState, grads, batch_stats, rng: jax.Array) -> TrainState:
+    """The optimizer step, then the EMA (which moves only when the optimizer applied an update)."""
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1,
@@ -122,11 +130,12 @@ def train_step(
         opt_state=opt_state,
         rng=rng,
     )
-    if state.ema is not None:
-        applied, update = optimizer_updates(opt_state, new_state.step)
-        ema = update_ema(state.ema, new_state.params, batch_stats, applied=applied, update=update)
-        new_state = new_state.replace(ema=ema)
-    return new_state, _masked_metrics(logits, per_example, batch)
+    if state.ema is None:
+        return new_state
+    applied, update = optimizer_updates(opt_state, new_state.step)
+    return new_state.replace(
+        ema=update_ema(state.ema, new_state.params, batch_stats, applied=applied, update=update)
+    )
 
 
 def eval_step(state: TrainState, batch: dict) -> Metrics:
