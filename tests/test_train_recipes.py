@@ -156,14 +156,20 @@ def test_ema_counts_optimizer_updates_under_accumulation():
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7), after_two.ema.params, expected)
 
 
-def test_ema_is_checkpointed_and_restored_exactly(tmp_path, cnn_state):
-    untrained = cnn_state.replace(ema=init_ema(cnn_state.params, cnn_state.batch_stats, EmaConfig(decay=0.9)))
-    state = _train(untrained, [make_batch(8, seed=s) for s in range(2)])
+def test_a_restored_checkpoint_continues_the_recipe_exactly(tmp_path):
+    """EMA, MixUp/CutMix keys, accumulated gradients, one-cycle position: all live in the state."""
+    optimizer = make_optimizer("sgd", learning_rate=0.1, schedule="onecycle", clip_grad_norm=1.0,
+                               grad_accum_steps=2, steps_per_epoch=4, epochs=2)
+    untrained = create_train_state(jax.random.key(0), TinyCNN(), optimizer, INPUT_SHAPE,
+                                   ema=EmaConfig(decay=0.9, use_warmup=True))
+    batches = [make_batch(8, seed=s) for s in range(6)]
+    straight = _train(untrained, batches, mixup=BOTH, label_smoothing=0.1)
+    halfway = _train(untrained, batches[:3], mixup=BOTH, label_smoothing=0.1)  # mid-accumulation
     with Checkpointer(tmp_path / "ckpt") as checkpointer:
-        checkpointer.save(1, state, meta={}, metrics={"val_accuracy": 0.5})
+        checkpointer.save(1, halfway, meta={}, metrics={"val_accuracy": 0.5})
         restored, _ = checkpointer.restore(untrained)
-    assert restored.ema.config == state.ema.config
-    assert trees_equal(restored, state)
+    assert restored.ema.config == halfway.ema.config and trees_equal(restored, halfway)
+    assert trees_equal(_train(restored, batches[3:], mixup=BOTH, label_smoothing=0.1), straight)
 
 
 # ---------------------------------------------------------------- MixUp / CutMix
