@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -231,9 +232,9 @@ def test_onecycle_counts_optimizer_updates_under_accumulation():
     tx = make_optimizer("sgd", learning_rate=1.0, schedule="onecycle", steps_per_epoch=20, epochs=5,
                         grad_accum_steps=2)  # 10 updates per epoch, 50 in all, as above
     schedule = make_schedule("onecycle", learning_rate=1.0, steps_per_epoch=10, epochs=5)
-    params, state = PARAMS, tx.init(PARAMS)
+    params, state, update = PARAMS, tx.init(PARAMS), jax.jit(tx.update)
     for micro_step in range(1, 31):  # 15 updates
-        updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+        updates, state = update({"w": jnp.ones(3)}, state, params)
         params = optax.apply_updates(params, updates)
         last_update = max(micro_step // 2 - 1, 0)  # the LR reported is the last update's
         assert math.isclose(current_learning_rate(state), float(schedule(last_update)), rel_tol=1e-6)
