@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from conftest import REPO_ROOT
+from mount_helpers import tmpfs
 from jaxcnn.run_folder import RunFolderError, RunLock, claim_run_folder, read_run_config
 
 
@@ -127,18 +128,14 @@ def test_resume_needs_a_run_folder_and_keeps_it_as_it_is(tmp_path):
 def read_only_dir(tmp_path):
     """A folder this process cannot write to: chmod for a normal user, a read-only tmpfs for root."""
     folder = tmp_path / "ro"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
+    if os.geteuid() == 0:
+        with tmpfs(folder, "ro,size=64k"):
+            yield folder
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"root cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    folder.mkdir()
+    folder.chmod(0o555)
     yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    folder.chmod(0o755)
 
 
 def test_read_only_folder_fails_before_anything_else(read_only_dir):

@@ -2,7 +2,7 @@
 schedules (incl. torch-style reduce-on-plateau), Orbax best/latest checkpoints, and the epoch
 loop (`fit`) that drives them."""
 
-from jaxcnn.train.checkpoints import Checkpointer
+from jaxcnn.train.checkpoints import CheckpointError, Checkpointer, Restored, UnreadableCheckpointError
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import EvalResult, evaluate
 from jaxcnn.train.loop import LoopState, NonFiniteLossError, fit
@@ -19,6 +19,7 @@ from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.steps import cross_entropy, eval_step, train_step
 
 __all__ = [
+    "CheckpointError",
     "Checkpointer",
     "EarlyStopping",
     "EvalResult",
@@ -27,8 +28,10 @@ __all__ = [
     "OPTIMIZERS",
     "PlateauConfig",
     "PlateauState",
+    "Restored",
     "SCHEDULES",
     "TrainState",
+    "UnreadableCheckpointError",
     "compile_steps",
     "create_train_state",
     "cross_entropy",
