@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 
 from tqdm.auto import tqdm
 
+from jaxcnn.termination import signal_name
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import evaluate, prefetch_to_mesh, sum_metrics
 from jaxcnn.train.optim import current_learning_rate
@@ -111,7 +112,9 @@ def fit(
     Each epoch: train, validate, step the plateau schedule (torch semantics, on `plateau_metric`),
     update early stopping (on `best_metric`), save the checkpoint (kept as `last`, and as `best`
     when `best_metric` improved), log. Stops early on early stopping, on a non-finite loss (the
-    checkpoints saved so far are kept) and on Ctrl-C (the last completed epoch is saved).
+    checkpoints saved so far are kept) and on Ctrl-C or SIGTERM (the save in flight is finished,
+    then the interrupt propagates: the caller reports, and exits 130 / 143). `loop` is updated in
+    place, so after either exception it still says which epochs completed.
     """
     for name in (best_metric, plateau_metric):
         if name not in METRIC_MODES:
@@ -177,15 +180,16 @@ def fit(
             if loop.stop_reason:
                 logger.message(f"Stopping after epoch {epoch}: {loop.stop_reason}.")
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM under jaxcnn.termination.handle_termination
         if checkpointer is not None:
-            checkpointer.wait()
+            checkpointer.wait()  # finish the save in flight; a second signal abandons it
         saved = checkpointer.latest_epoch if checkpointer is not None else None
-        loop.stop_reason = f"interrupted during epoch {loop.epoch + 1}"
+        loop.stop_reason = f"interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}"
         logger.message(
-            f"Interrupted. Last checkpoint: {f'epoch {saved}' if saved else 'none yet'}; "
-            "continue with --resume RUN_DIR."
+            f"Interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}. "
+            f"Last checkpoint: {f'epoch {saved}' if saved else 'none yet'}."
         )
+        raise
     if checkpointer is not None:
         checkpointer.wait()
     return state, loop
