@@ -1,7 +1,8 @@
 """SIGINT and SIGTERM as one clean way out of a run: an exception, a resume hint, an exit status.
 
 Inside `handle_termination()`, both signals raise `Terminated` (a `KeyboardInterrupt`, so code
-that already finishes its work on Ctrl-C handles SIGTERM the same way) in the main thread. The
+that already finishes its work on Ctrl-C handles SIGTERM the same way) in the main thread; inside
+`deferred_termination()` (the epoch loop) only at the loop's next `check_termination()`. The
 run unwinds through its `finally`/`with` blocks, the caller prints `resume_hint(run_dir)` and
 exits with `exit_status(error)`: 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as
 shells report a process killed by that signal.
@@ -42,8 +43,22 @@ def exit_status(error: BaseException) -> int:
     return 128 + getattr(error, "signum", signal.SIGINT)
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated(signum)
+class _Handler:
+    """The installed signal handler: raises `Terminated`, or inside `deferred_termination()` records
+    the first signal for `check_termination()` to raise."""
+
+    def __init__(self):
+        self.deferring = 0
+        self.pending: int | None = None
+
+    def __call__(self, signum, frame):
+        if self.deferring and self.pending is None:
+            self.pending = signum
+            return
+        raise Terminated(signum)
+
+
+_handler: _Handler | None = None  # the one `handle_termination()` installed, if any
 
 
 @contextlib.contextmanager
@@ -54,15 +69,47 @@ def handle_termination(signals=SIGNALS):
     (e.g. waiting for a checkpoint to be written). Python only lets the main thread install
     signal handlers; from any other thread the block runs with the handlers as they are.
     """
+    global _handler
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, _raise_terminated) for signum in signals}
+    outer, _handler = _handler, _Handler()
+    previous = {signum: signal.signal(signum, _handler) for signum in signals}
     try:
         yield
+        check_termination()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _handler = outer
+
+
+@contextlib.contextmanager
+def deferred_termination():
+    """Inside, the first signal is only recorded, and raised by the next `check_termination()` (or
+    at the end of the block); a second one raises at once.
+
+    An exception raised by a signal handler can strike inside any code, e.g. between a lock's
+    acquire and release in a data pipeline's thread pool, which then deadlocks at exit. A loop
+    that calls `check_termination()` between steps stops at a clean point instead.
+    """
+    handler = _handler
+    if handler is None:
+        yield
+        return
+    handler.deferring += 1
+    try:
+        yield
+    finally:
+        handler.deferring -= 1
+    check_termination()
+
+
+def check_termination() -> None:
+    """Raise `Terminated` for a signal recorded inside `deferred_termination()`."""
+    if _handler is not None and _handler.pending is not None:
+        signum, _handler.pending = _handler.pending, None
+        raise Terminated(signum)
 
 
 def resume_hint(run_dir, program: str = RESUME_PROGRAM) -> str:

@@ -6,13 +6,14 @@ import pathlib
 import shutil
 
 import jax
+import orbax.checkpoint as ocp
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from jaxcnn.train import Checkpointer, make_optimizer
 from jaxcnn.train.checkpoints import CheckpointError, UnreadableCheckpointError
 from mount_helpers import tmpfs
-from train_helpers import tiny_state, trees_equal
+from train_helpers import TinyCNN, tiny_state, trees_equal
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,18 @@ def test_resume_falls_back_to_the_newest_readable_checkpoint(tmp_path, states, c
         assert listing(directory) == ["1"] and checkpointer.latest_epoch == 1
         checkpointer.save(2, states[1], {"epoch": 2}, {"val_accuracy": 0.95})  # the resumed run goes on
     assert listing(directory) == ["2"] and listing(tmp_path / "checkpoints.unreadable") == ["2"]
+
+
+def test_restored_leaves_must_match_the_target(tmp_path, states):
+    save_two(tmp_path, states)
+    with Checkpointer(tmp_path) as checkpointer:
+        as_data = jax.tree.map(ocp.utils.to_shape_dtype_struct, states[0])  # the key as uint32 data
+        restored, _ = checkpointer.restore(as_data, epoch=1)
+        assert trees_equal(restored, states[0])
+        wider = tiny_state(states[0].tx, model=TinyCNN(num_classes=4))
+        with pytest.raises(UnreadableCheckpointError, match=r"is unreadable: ValueError: Requested shape: .* is not "
+                           r"compatible with the stored shape"):  # the Dense head: 4 classes, stored 3
+            checkpointer.restore(wider, epoch=1)
 
 
 def test_no_readable_checkpoint_is_one_clear_error(tmp_path, states):

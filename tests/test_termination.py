@@ -10,7 +10,15 @@ import pytest
 
 from conftest import REPO_ROOT
 from jaxcnn.run_folder import claim_run_folder
-from jaxcnn.termination import Terminated, exit_status, handle_termination, resume_hint, signal_name
+from jaxcnn.termination import (
+    Terminated,
+    check_termination,
+    deferred_termination,
+    exit_status,
+    handle_termination,
+    resume_hint,
+    signal_name,
+)
 
 # What the CLI does around a run: claim the folder, work, and on a signal report and exit.
 RUN = textwrap.dedent("""
@@ -63,6 +71,29 @@ def test_handlers_raise_terminated_inside_the_block_only():
     assert str(raised.value) == "interrupted by SIGTERM" and signal_name(raised.value) == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before
     assert exit_status(KeyboardInterrupt()) == 130 and signal_name(KeyboardInterrupt()) == "SIGINT"
+
+
+def test_deferred_signals_wait_for_a_check_and_a_second_one_does_not():
+    with handle_termination():
+        with deferred_termination():
+            os.kill(os.getpid(), signal.SIGTERM)  # recorded only: no exception inside whatever runs now
+            with pytest.raises(Terminated) as raised:
+                check_termination()
+            assert raised.value.signum == signal.SIGTERM
+            check_termination()  # raised once
+
+            os.kill(os.getpid(), signal.SIGINT)
+            with pytest.raises(Terminated) as raised:
+                os.kill(os.getpid(), signal.SIGTERM)  # the second signal: at once
+            assert raised.value.signum == signal.SIGTERM
+            with pytest.raises(Terminated) as raised:
+                check_termination()
+            assert raised.value.signum == signal.SIGINT
+
+        with pytest.raises(Terminated), deferred_termination():
+            os.kill(os.getpid(), signal.SIGINT)  # still pending when the block ends: raised there
+    with deferred_termination():  # no handler installed: a no-op
+        check_termination()
 
 
 def test_resume_hint_before_anything_was_saved(tmp_path):

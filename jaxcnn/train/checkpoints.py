@@ -312,14 +312,24 @@ def _drain(manager: ocp.CheckpointManager) -> None:
                 pass
 
 
+def _data_view(leaf) -> tuple:
+    """(shape, dtype) of a leaf's data; a PRNG key array counts as its uint32 key data, the form
+    `ocp.utils.to_shape_dtype_struct` gives it in an abstract target."""
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.eval_shape(jax.random.key_data, leaf)
+    return tuple(leaf.shape), leaf.dtype
+
+
 def _check_leaves(restored, target) -> None:
-    """Raise if a restored leaf's shape or dtype differs from the target's (orbax restores a
-    PRNG key as raw uint32 when the checkpoint's array metadata is missing, without a word)."""
+    """Raise if a restored leaf's shape or dtype differs from the target's. Orbax restores a PRNG
+    key as raw uint32 data, without a word, when the checkpoint's `array_metadatas` are missing."""
     if jax.tree.structure(restored) != jax.tree.structure(target):
         raise ValueError(f"its tree {jax.tree.structure(restored)} differs from {jax.tree.structure(target)}")
     for (path, got), (_, want) in zip(jax.tree_util.tree_leaves_with_path(restored),
                                       jax.tree_util.tree_leaves_with_path(target)):
-        if got.shape != want.shape or got.dtype != want.dtype:
+        lost_key_type = jax.dtypes.issubdtype(want.dtype, jax.dtypes.prng_key) and not jax.dtypes.issubdtype(
+            got.dtype, jax.dtypes.prng_key)
+        if lost_key_type or _data_view(got) != _data_view(want):
             raise ValueError(
                 f"{jax.tree_util.keystr(path)} is {got.dtype}{list(got.shape)}, "
                 f"expected {want.dtype}{list(want.shape)}"

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 from tqdm.auto import tqdm
 
-from jaxcnn.termination import signal_name
+from jaxcnn.termination import check_termination, deferred_termination, signal_name
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import evaluate, prefetch_to_mesh, sum_metrics
 from jaxcnn.train.optim import current_learning_rate
@@ -80,6 +80,7 @@ def train_epoch(train_step: Callable, state, batches, mesh, *, progress=None):
     for i, batch in enumerate(prefetch_to_mesh(batches, mesh)):
         state, metrics = train_step(state, batch)
         per_step.append(metrics)
+        check_termination()  # a SIGINT/SIGTERM stops here, between steps, not inside the data pipeline
         if progress is not None:
             progress.update(1)
             if i % PROGRESS_EVERY == 0:
@@ -175,11 +176,13 @@ def fit(
 
     loop.stop_reason = None  # an interrupted run continues
     try:
-        for epoch in range(loop.epoch + 1, epochs + 1):
-            state = run_epoch(epoch, state)
-            if loop.stop_reason:
-                logger.message(f"Stopping after epoch {epoch}: {loop.stop_reason}.")
-                break
+        with deferred_termination():
+            for epoch in range(loop.epoch + 1, epochs + 1):
+                state = run_epoch(epoch, state)
+                check_termination()
+                if loop.stop_reason:
+                    logger.message(f"Stopping after epoch {epoch}: {loop.stop_reason}.")
+                    break
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM under jaxcnn.termination.handle_termination
         if checkpointer is not None:
             checkpointer.wait()  # finish the save in flight; a second signal abandons it
