@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import pathlib
 import platform
 
@@ -15,10 +16,14 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxcnn.builder import RunConfig, build
-from jaxcnn.config import ConfigError, load_file
+from jaxcnn.config import ConfigError
 from jaxcnn.report.run_log import RunLogger, log_to_file, write_json
+from jaxcnn.run_folder import claim_run_folder, read_run_config
+from jaxcnn.termination import resume_hint
 from jaxcnn.train import Checkpointer, LoopState, NonFiniteLossError, evaluate, fit
 from jaxcnn.train.metrics import metric_mode
+
+log = logging.getLogger("jaxcnn")
 
 
 def environment() -> dict:
@@ -43,21 +48,36 @@ def environment() -> dict:
 
 
 def load_config(run_dir) -> RunConfig:
-    """The recorded config of run folder `run_dir`; a ConfigError when it is not a jaxcnn run."""
-    path = pathlib.Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ConfigError("resume", f"not a jaxcnn run folder: {run_dir} (no config.json)")
+    """The recorded config of run folder `run_dir`; a ValueError when it is not a jaxcnn run."""
+    recorded = read_run_config(run_dir)
     try:
-        return RunConfig.from_dict(load_file(path))
+        return RunConfig.from_dict(recorded.get("config", recorded))
     except ConfigError as error:
+        path = pathlib.Path(run_dir) / "config.json"
         raise ConfigError("resume", f"not a jaxcnn run folder: {path} is unreadable ({error})") from None
 
 
-def run(config: RunConfig, *, resume: bool = False) -> dict:
-    """Run (or, with `resume`, continue from `config.out`) a training run; returns `results.json`'s content."""
-    run_dir = config.require_complete().run_dir()
-    config = dataclasses.replace(config, out=str(run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
+def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Run a training run in `config.out` (or a new folder), or with `resume` continue the run
+    there; returns `results.json`'s content.
+
+    The folder is claimed before any data is read: locked for the whole run, refused when it holds
+    another run (unless `overwrite`, which moves its contents aside), checked for writing.
+    Ctrl-C / SIGTERM (`jaxcnn.termination`) finish the save in flight, test what was saved, log
+    the command that continues the run, and propagate.
+    """
+    folder = claim_run_folder(config.require_complete().run_dir(), resume=resume, overwrite=overwrite)
+    with folder:
+        if folder.moved_aside:
+            log.info(f"Moved the old contents of {folder.path} to {folder.moved_aside}")
+        try:
+            return _run(dataclasses.replace(config, out=str(folder.path)), folder.path, resume)
+        except KeyboardInterrupt:
+            log.info(resume_hint(folder.path, program="jaxcnn train"))
+            raise
+
+
+def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
     with contextlib.ExitStack() as cleanup:
         cleanup.enter_context(log_to_file(run_dir / "train.log"))
         run = cleanup.enter_context(build(config))
@@ -66,16 +86,18 @@ def run(config: RunConfig, *, resume: bool = False) -> dict:
         checkpointer = cleanup.enter_context(Checkpointer(
             run_dir / "checkpoints", best_metric=best_metric, best_mode=metric_mode(best_metric)
         ))
-        state = training.state
+        state, problems = training.state, ()
         if resume and checkpointer.latest_epoch is not None:
-            state, meta = checkpointer.restore(state)
-            loop = LoopState.from_json(meta)
+            restored = checkpointer.restore_newest_readable(state, set_aside=True)
+            state, loop, problems = restored.state, LoopState.from_json(restored.meta), restored.problems
         else:
             loop = LoopState(early_stopping=config.loop.early_stopping())
 
         write_json(run_dir / "config.json", {"config": config.to_dict(), "environment": environment()})
         logger = RunLogger(run_dir, loop.history)
         cleanup.callback(logger.close)
+        for problem in problems:
+            logger.message(problem)
         sizes = f"{len(data.train)} train / {len(data.val)} val" + (f" / {len(data.test)} test" if data.test else "")
         mesh = training.mesh
         logger.message(
@@ -95,7 +117,7 @@ def run(config: RunConfig, *, resume: bool = False) -> dict:
                 best_metric=best_metric, plateau=training.plateau, checkpointer=checkpointer, logger=logger,
                 progress=config.progress,
             )
-        except NonFiniteLossError as error:
+        except (NonFiniteLossError, KeyboardInterrupt) as error:
             failure = error
         skipped = data.skipped_files()  # now including the files that failed when first read
         logger.skipped_files(skipped)
@@ -108,7 +130,7 @@ def run(config: RunConfig, *, resume: bool = False) -> dict:
                                         data.class_names, logger, best_is_ema=best_metric.endswith("_ema"))
         results.update(
             split=split if final is not None else None, epochs_completed=loop.epoch,
-            stop_reason=str(failure or loop.stop_reason or "completed"), skipped_files=len(skipped),
+            stop_reason=loop.stop_reason or "completed", skipped_files=len(skipped),
         )
         write_json(run_dir / "results.json", results)
     if failure:

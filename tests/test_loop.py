@@ -1,6 +1,8 @@
 """The epoch loop around the pure steps: early stopping, non-finite losses, Ctrl-C, resume state."""
 
 import types
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,7 @@ import pytest
 
 from jaxcnn.models import create_model
 from jaxcnn.report.console import format_epoch
+from jaxcnn.termination import exit_status, handle_termination
 from jaxcnn.train import (
     PlateauConfig,
     OptimConfig,
@@ -124,24 +127,32 @@ def test_non_finite_loss_stops_and_keeps_earlier_checkpoints(tmp_path):
     checkpointer.close()
 
 
-def test_ctrl_c_keeps_the_last_completed_epoch(tmp_path):
+@pytest.mark.parametrize("signum", [None, signal.SIGTERM])  # None: a plain Ctrl-C KeyboardInterrupt
+def test_interrupt_finishes_the_save_in_flight_and_propagates(tmp_path, signum):
     mesh, state, train_step, eval_step = small_setup()
     calls = []
 
     def interrupted_step(state, batch):
         calls.append(None)
-        if len(calls) == 5:  # inside epoch 2
-            raise KeyboardInterrupt
+        if len(calls) == 5:  # inside epoch 2, while epoch 1's checkpoint may still be written
+            if signum is None:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)
         return train_step(state, batch)
 
     checkpointer = Checkpointer(tmp_path / "ckpt")
     recorder = Recorder()
-    _, loop = fit(state, train_loader=ArrayLoader(), val_loader=ArrayLoader(seed=1),
-                  train_step=interrupted_step, eval_step=eval_step, mesh=mesh, epochs=5,
-                  checkpointer=checkpointer, logger=recorder, progress=False)
-    assert loop.epoch == 1 and loop.stop_reason == "interrupted during epoch 2"
+    loop = LoopState()
+    with handle_termination(), pytest.raises(KeyboardInterrupt) as raised:
+        fit(state, train_loader=ArrayLoader(), val_loader=ArrayLoader(seed=1), train_step=interrupted_step,
+            eval_step=eval_step, mesh=mesh, epochs=5, loop=loop, checkpointer=checkpointer, logger=recorder,
+            progress=False)
+    assert exit_status(raised.value) == (143 if signum else 130)
+    name = "SIGTERM" if signum else "SIGINT"
+    assert loop.epoch == 1 and loop.stop_reason == f"interrupted by {name} during epoch 2"
+    assert recorder.messages[-1] == f"Interrupted by {name} during epoch 2. Last checkpoint: epoch 1."
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["1"]  # written, no temporary left
     assert checkpointer.latest_epoch == 1
-    assert "Last checkpoint: epoch 1" in recorder.messages[-1]
     checkpointer.close()
 
 

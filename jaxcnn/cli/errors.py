@@ -2,7 +2,8 @@
 
 Library errors name library options (`optim.learning_rate`); here they are translated to the
 flags that set them (`--lr`). Exit status 2: a bad option or input (nothing was written);
-1: training failed (a non-finite loss).
+1: training failed (a non-finite loss, a checkpoint that could not be saved, an I/O error);
+130 / 143: stopped by SIGINT / SIGTERM (what was saved is kept; the run said how to continue).
 """
 
 from __future__ import annotations
@@ -38,12 +39,16 @@ def message(error: BaseException, names: dict[str, str]) -> str:
 def run_reporting_errors(run: Callable[[], int | None], names: dict[str, str]) -> int:
     """Run `run()`; a known error becomes `error: ...` on stderr and its exit status."""
     from jaxcnn.data import DataNotFoundError
+    from jaxcnn.termination import exit_status
+    from jaxcnn.train.checkpoints import CheckpointError
 
     try:
         return run() or 0
-    except FloatingPointError as error:
-        print(f"error: {message(error, names)}", file=sys.stderr)
-        return TRAINING_FAILED
+    except KeyboardInterrupt as interrupt:
+        return exit_status(interrupt)
     except (CommandError, ValueError, FileNotFoundError, DataNotFoundError) as error:
         print(f"error: {message(error, names)}", file=sys.stderr)
         return USAGE_ERROR
+    except (FloatingPointError, OSError, CheckpointError) as error:
+        print(f"error: {message(error, names)}", file=sys.stderr)
+        return TRAINING_FAILED

@@ -27,6 +27,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, list]:
                                                          "flags override it")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML (what differs from the defaults first) and exit")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in a non-empty --out, moving its old contents to <out>.old-<time>/")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue a run from its last checkpoint with its recorded config; only "
                              "--epochs (to extend it), --workers and --progress may be given with it")
@@ -43,8 +45,9 @@ def resolve(args: argparse.Namespace, table: list) -> RunConfig:
 
     from jaxcnn.experiment import load_config
 
-    if args.config:
-        raise CommandError("--config cannot be combined with --resume (a run keeps its recorded config)")
+    if args.config or args.overwrite:
+        raise CommandError(f"{'--config' if args.config else '--overwrite'} cannot be combined with --resume "
+                           "(a resumed run keeps its recorded config and its folder)")
     recorded = load_config(args.resume).to_dict()
     recorded["out"] = args.resume
     recorded_values = dict(flatten(recorded))
@@ -83,15 +86,18 @@ def print_config(config: RunConfig) -> None:
 
 
 def run(args: argparse.Namespace, table: list) -> int:
-    config = resolve(args, table)
-    if args.print_config:
-        print_config(config)
-        return 0
-    from jaxcnn.cli.logs import console_logging
-    from jaxcnn.experiment import run as run_training
+    from jaxcnn.termination import handle_termination
 
-    with console_logging():
-        run_training(config, resume=args.resume is not None)
+    with handle_termination():  # Ctrl-C / SIGTERM: finish the save, report, exit 130 / 143
+        config = resolve(args, table)
+        if args.print_config:
+            print_config(config)
+            return 0
+        from jaxcnn.cli.logs import console_logging
+        from jaxcnn.experiment import run as run_training
+
+        with console_logging():
+            run_training(config, resume=args.resume is not None, overwrite=args.overwrite)
     return 0
 
 

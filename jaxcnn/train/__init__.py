@@ -3,7 +3,7 @@ the weights and MixUp/CutMix on the device), optax optimizers and schedules (inc
 reduce-on-plateau and one-cycle, gradient clipping and accumulation), Orbax best/latest
 checkpoints, and the epoch loop (`fit`) that drives them."""
 
-from jaxcnn.train.checkpoints import Checkpointer
+from jaxcnn.train.checkpoints import CheckpointError, Checkpointer, Restored, UnreadableCheckpointError
 from jaxcnn.train.ema import EmaConfig, EmaState
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import EvalResult, evaluate
@@ -25,6 +25,7 @@ from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.steps import cross_entropy, eval_step, mixed_cross_entropy, train_step
 
 __all__ = [
+    "CheckpointError",
     "Checkpointer",
     "EarlyStopping",
     "EmaConfig",
@@ -41,8 +42,10 @@ __all__ = [
     "OptimConfig",
     "PlateauConfig",
     "PlateauState",
+    "Restored",
     "SCHEDULES",
     "TrainState",
+    "UnreadableCheckpointError",
     "compile_steps",
     "create_train_state",
     "cross_entropy",

@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 from tqdm.auto import tqdm
 
 from jaxcnn.config import ConfigError, check_choice, check_float, check_int, option
+from jaxcnn.termination import check_termination, deferred_termination, signal_name
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.ema import EmaConfig
 from jaxcnn.train.evaluate import evaluate, prefetch_to_mesh, sum_metrics
@@ -121,6 +122,7 @@ def train_epoch(train_step: Callable, state, batches, mesh, *, progress=None):
     for i, batch in enumerate(prefetch_to_mesh(batches, mesh)):
         state, metrics = train_step(state, batch)
         per_step.append(metrics)
+        check_termination()  # a SIGINT/SIGTERM stops here, between steps, not inside the data pipeline
         if progress is not None:
             progress.update(1)
             if i % PROGRESS_EVERY == 0:
@@ -161,8 +163,10 @@ def fit(
     Each epoch: train, validate (when there is a `val_loader`), step the plateau schedule (torch
     semantics, on `plateau.metric`), update early stopping (on `best_metric`), save the checkpoint
     (kept as `last`, and as `best` when `best_metric` improved), log. Stops early on early
-    stopping, on a non-finite loss (the checkpoints saved so far are kept) and on Ctrl-C (the last
-    completed epoch is saved). Without a `val_loader` only training metrics exist to watch.
+    stopping, on a non-finite loss (the checkpoints saved so far are kept) and on Ctrl-C or
+    SIGTERM (the save in flight is finished, then the interrupt propagates: the caller reports,
+    and exits 130 / 143). `loop` is updated in place, so after either exception it still says
+    which epochs completed. Without a `val_loader` only training metrics exist to watch.
     """
     for name in (best_metric, *([plateau.metric] if plateau else [])):
         metric_mode(name)
@@ -228,20 +232,23 @@ def fit(
 
     loop.stop_reason = None  # an interrupted run continues
     try:
-        for epoch in range(loop.epoch + 1, epochs + 1):
-            state = run_epoch(epoch, state)
-            if loop.stop_reason:
-                logger.message(f"Stopping after epoch {epoch}: {loop.stop_reason}.")
-                break
-    except KeyboardInterrupt:
+        with deferred_termination():
+            for epoch in range(loop.epoch + 1, epochs + 1):
+                state = run_epoch(epoch, state)
+                check_termination()
+                if loop.stop_reason:
+                    logger.message(f"Stopping after epoch {epoch}: {loop.stop_reason}.")
+                    break
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM under jaxcnn.termination.handle_termination
         if checkpointer is not None:
-            checkpointer.wait()
+            checkpointer.wait()  # finish the save in flight; a second signal abandons it
         saved = checkpointer.latest_epoch if checkpointer is not None else None
-        loop.stop_reason = f"interrupted during epoch {loop.epoch + 1}"
+        loop.stop_reason = f"interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}"
         logger.message(
-            f"Interrupted. Last checkpoint: {f'epoch {saved}' if saved else 'none yet'}; "
-            "continue with --resume RUN_DIR."
+            f"Interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}. "
+            f"Last checkpoint: {f'epoch {saved}' if saved else 'none yet'}."
         )
+        raise
     if checkpointer is not None:
         checkpointer.wait()
     return state, loop
