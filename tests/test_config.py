@@ -93,6 +93,16 @@ def test_an_invalid_value_is_one_line_naming_the_flag(tmp_path, capsys, argv, fl
     assert not out.exists()
 
 
+def test_a_recipe_is_a_config_file_that_flags_override(capsys):
+    values = printed_config(capsys, ["--recipe", "cifar-resnet", "--arch", "resnet56", "--epochs", "3"])
+    assert values["model"]["arch"] == "resnet56" and values["loop"]["epochs"] == 3
+    assert values["optim"] == {**default_values()["optim"], "name": "sgd", "learning_rate": 0.1,
+                               "weight_decay": 0.0001, "schedule": "step", "milestones": [100, 150]}
+    assert values["data"]["batch_size"] == 128 and values["data"]["name"] == "cifar10"
+    assert main(["--recipe", "cifar-resnt", "--print-config"]) == 2
+    assert "error: --recipe: unknown recipe 'cifar-resnt'. Did you mean 'cifar-resnet'?" in capsys.readouterr().err
+
+
 def test_unknown_names_suggest_the_closest_valid_one(capsys):
     assert main(BASE + ["--optimizer", "adm"]) == 2
     assert "Did you mean 'adam'?" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from typing import Callable
 from jaxcnn.config import ConfigError
 
 USAGE_ERROR, TRAINING_FAILED = 2, 1
-FLAG_OF = {"config": "--config", "resume": "--resume"}
+FLAG_OF = {"config": "--config", "resume": "--resume", "recipe": "--recipe"}
 
 
 class CommandError(Exception):

@@ -1,7 +1,7 @@
 """`jaxcnn train`: train an image classifier, e.g. `jaxcnn train --arch vgg16 --data catdog`.
 
-Options come from defaults, then a `--config FILE` (JSON or YAML; a run's `config.json` works),
-then the flags given; every flag is an option of `jaxcnn.RunConfig`. `--resume RUN` continues a
+Options come from defaults, then a `--recipe NAME` shipped with jaxcnn, then a `--config FILE`
+(JSON or YAML; a run's `config.json` works), then the flags given; every flag is an option of `jaxcnn.RunConfig`. `--resume RUN` continues a
 run with its recorded config and accepts only the options marked resumable (`--epochs`,
 `--workers`, `--progress`).
 """
@@ -15,16 +15,20 @@ import sys
 from jaxcnn.builder import RunConfig, default_values
 from jaxcnn.cli.errors import CommandError, run_reporting_errors
 from jaxcnn.cli.options import add_flags, as_nested, flag_names, given_options
-from jaxcnn.config import differences, dump_yaml, flatten, load_file, merge
+from jaxcnn.config import differences, dump_yaml, flatten, load_file, merge, reraise_as
+from jaxcnn.recipes import recipe_path
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, list]:
     parser = argparse.ArgumentParser(
         prog="jaxcnn train", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-        epilog="Values: defaults < --config FILE < flags. Boolean flags have a --no- form.",
+        epilog="Values: defaults < --recipe < --config FILE < flags. Boolean flags have a --no- form.",
     )
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML config file (a run's config.json works); "
                                                          "flags override it")
+    parser.add_argument("--recipe", metavar="NAME",
+                        help="start from a recipe shipped with jaxcnn (cifar-resnet: He et al.'s CIFAR ResNets); "
+                             "--config and flags override it")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML (what differs from the defaults first) and exit")
     parser.add_argument("--overwrite", action="store_true",
@@ -40,14 +44,19 @@ def resolve(args: argparse.Namespace, table: list) -> RunConfig:
     """The run's config from the parsed arguments (see the module docstring)."""
     given = given_options(args, table)
     if args.resume is None:
-        values = merge(default_values(), load_file(args.config)) if args.config else default_values()
+        values = default_values()
+        with reraise_as("recipe"):
+            recipe = [recipe_path(args.recipe)] if args.recipe else []
+        for path in recipe + ([args.config] if args.config else []):
+            values = merge(values, load_file(path))
         return RunConfig.from_dict(merge(values, as_nested(given))).require_complete()
 
     from jaxcnn.experiment import load_config
 
-    if args.config or args.overwrite:
-        raise CommandError(f"{'--config' if args.config else '--overwrite'} cannot be combined with --resume "
-                           "(a resumed run keeps its recorded config and its folder)")
+    for flag in ("config", "recipe", "overwrite"):
+        if getattr(args, flag):
+            raise CommandError(f"--{flag} cannot be combined with --resume "
+                               "(a resumed run keeps its recorded config and its folder)")
     recorded = load_config(args.resume).to_dict()
     recorded["out"] = args.resume
     recorded_values = dict(flatten(recorded))
