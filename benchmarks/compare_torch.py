@@ -5,7 +5,7 @@
 
 torch is optional (never a jaxcnn dependency): install it anywhere on PYTHONPATH, e.g.
 `pip install --target /tmp/torch_bench torch==2.13.0`. The PyTorch twins are in
-benchmarks/torch_models.py (the definitions the parity tests check against jaxcnn).
+jaxcnn/weights/torch_models.py (the definitions the parity tests check against jaxcnn).
 
 Per architecture, three contenders train on the same synthetic batch with the CLI's optimizer
 (Adam, lr 1e-4 by default): jaxcnn's jitted `train_step` (harness.TrainSetup, 1 device),
@@ -35,7 +35,7 @@ except ImportError:
 def torch_trainer(arch: str, batch: dict, *, image_size: int, channels: int, num_classes: int,
                   optimizer: str, learning_rate: float, channels_last: bool):
     """A closure running `steps` PyTorch training steps on `batch` (the Adam/SGD update included)."""
-    from torch_models import torch_model
+    from jaxcnn.weights.torch_models import torch_model
 
     model = torch_model(arch, num_classes, image_size, channels).train()
     x = torch.from_numpy(batch["image"].transpose(0, 3, 1, 2).copy())

@@ -34,7 +34,7 @@ def test_window_output_size_follows_torch(window, size, expected):
 
 def test_minimum_input_sizes():
     assert minimum_input_size([Window(2, 2)] * 5) == 32
-    assert minimum_input_size(lenet._WINDOWS) == 16
+    assert minimum_input_size(lenet.WINDOWS) == 16
     assert minimum_input_size(googlenet._WINDOWS) == 15
 
 

@@ -16,7 +16,7 @@ from jaxcnn.models.layers import (Window, check_input, max_pool, torch_conv,
                                   torch_default_bias_init, torch_default_kernel_init)
 
 # conv 5x5 valid, pool 2, conv 5x5 valid, pool 2 -> needs >= 16x16.
-_WINDOWS = (Window(5), Window(2, 2), Window(5), Window(2, 2))
+WINDOWS = (Window(5), Window(2, 2), Window(5), Window(2, 2))
 
 
 class LeNet5(nn.Module):
@@ -28,7 +28,7 @@ class LeNet5(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_input(self, x, _WINDOWS)
+        check_input(self, x, WINDOWS)
         conv = torch_conv(self, use_bias=True, kernel_init=torch_default_kernel_init)
         for i, features in enumerate((6, 16), start=1):
             bias_init = torch_default_bias_init(x.shape[-1] * 5 * 5)
