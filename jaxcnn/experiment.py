@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 
 from jaxcnn.build import RunConfig, build
 from jaxcnn.config import ConfigError, load_file
+from jaxcnn.inference.inputs import InputSpec
 from jaxcnn.report.run_log import RunLogger, log_to_file, write_json
 from jaxcnn.train import Checkpointer, LoopState, NonFiniteLossError, evaluate, fit
 from jaxcnn.train.metrics import metric_mode
@@ -73,7 +74,8 @@ def train(config: RunConfig, *, resume: bool = False) -> dict:
         else:
             loop = LoopState(early_stopping=config.loop.early_stopping())
 
-        write_json(run_dir / "config.json", {"config": config.to_dict(), "environment": environment()})
+        inputs = InputSpec.from_data(data, config).to_dict()  # what `load_run` needs to preprocess
+        write_json(run_dir / "config.json", {"config": config.to_dict(), "inputs": inputs, "environment": environment()})
         logger = RunLogger(run_dir, loop.history)
         cleanup.callback(logger.close)
         sizes = f"{len(data.train)} train / {len(data.val)} val" + (f" / {len(data.test)} test" if data.test else "")

@@ -95,6 +95,11 @@ class Checkpointer:
         return self._manager.latest_step()
 
     @property
+    def epochs(self) -> list[int]:
+        """The epochs of the checkpoints on disk, in order."""
+        return sorted(self._manager.all_steps())
+
+    @property
     def best_epoch(self) -> int | None:
         return self._manager.best_step()
 
