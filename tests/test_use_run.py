@@ -117,3 +117,62 @@ def test_a_run_trained_on_two_devices_loads_and_predicts_on_one(tmp_path, demo_t
     assert "2 cpu device(s)" in (run / "train.log").read_text()
     probabilities = jaxcnn.load_run(run).predict(demo_test.paths)
     assert np.mean(probabilities.argmax(axis=1) == demo_test.labels) == results(run)["best"]["accuracy"]
+
+
+# --------------------------------------------------------------------------------- evaluate
+
+def test_evaluate_reproduces_the_recorded_test_loss_and_accuracy(run_dir, capsys):
+    from jaxcnn.cli import main
+
+    assert main(["evaluate", str(run_dir), "--checkpoint", "best"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((run_dir / "eval-test-best.json").read_text())
+    recorded = results(run_dir)["best"]
+    assert abs(report["loss"] - recorded["loss"]) < 1e-6
+    assert abs(report["accuracy"] - recorded["accuracy"]) < 1e-6
+    assert report["confusion_matrix"] == recorded["confusion_matrix"] and report["examples"] == 400
+    assert 0 < report["top5_accuracy"] <= 1 and report["top5_accuracy"] >= report["accuracy"]
+    assert 0 <= report["expected_calibration_error"] < 1
+    per_class = report["per_class"]
+    assert [per_class[c]["accuracy"] for c in per_class] == list(recorded["per_class_accuracy"].values())
+    assert all(per_class[c]["support"] == 40 for c in per_class)
+    for kind in ("confusion", "mistakes", "reliability"):
+        assert (run_dir / f"eval-test-best-{kind}.png").stat().st_size > 10_000
+    assert f"accuracy {recorded['accuracy']:.4f}" in printed and "| 9_ankle_boot" in printed
+
+
+def test_evaluate_with_flip_tta_and_bad_options(run_dir, tmp_path, capsys):
+    from jaxcnn.cli import main
+
+    assert main(["evaluate", str(run_dir), "--split", "val", "--tta", "flip", "--out-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "eval-val-best-tta.json").read_text())
+    assert report["examples"] == 300 and report["tta"] == "flip"
+    other = tmp_path / "other"
+    for name in ("cat", "dog"):
+        (other / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(other / name / "0.png")
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--data", str(other), "--split", "train"]) == 2
+    assert "has classes cat, dog; the run was trained on 0_tshirt_top" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--checkpoint", "7"]) == 2
+    assert "kept epochs [2]" in capsys.readouterr().err
+
+
+def test_classification_metrics_on_a_known_case():
+    from jaxcnn.report.classification import calibration, per_class_metrics, topk_accuracy
+    from jaxcnn.report.figures import top_confusions
+
+    confusion = np.array([[3, 1, 0], [0, 2, 2], [0, 0, 0]])
+    metrics = per_class_metrics(confusion)
+    np.testing.assert_allclose(metrics["precision"][:2], [1.0, 2 / 3])
+    np.testing.assert_allclose(metrics["recall"][:2], [0.75, 0.5])
+    np.testing.assert_allclose(metrics["f1"][:2], [6 / 7, 4 / 7])
+    assert np.isnan(metrics["recall"][2]) and metrics["precision"][2] == 0  # never seen; predicted twice, wrongly
+    assert top_confusions(confusion, ["a", "b", "c"]) == [("b", "c", 2, 0.5), ("a", "b", 1, 0.25)]
+
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.2, 0.3, 0.5], [0.1, 0.2, 0.7]])
+    labels = np.array([0, 1, 2, 0])
+    assert topk_accuracy(labels, probabilities, 1) == 0.5 and topk_accuracy(labels, probabilities, 2) == 0.75
+    bins = calibration(labels, probabilities, bins=10)
+    # bins: 0.9 right (conf .9), 0.6 wrong (.6), 0.5 right (.5), 0.7 wrong (.7)
+    assert bins.ece == pytest.approx((0.1 + 0.6 + 0.5 + 0.7) / 4)
