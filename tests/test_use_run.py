@@ -176,3 +176,48 @@ def test_classification_metrics_on_a_known_case():
     bins = calibration(labels, probabilities, bins=10)
     # bins: 0.9 right (conf .9), 0.6 wrong (.6), 0.5 right (.5), 0.7 wrong (.7)
     assert bins.ece == pytest.approx((0.1 + 0.6 + 0.5 + 0.7) / 4)
+
+
+# --------------------------------------------------------------------------------- predict
+
+def test_predict_writes_a_row_per_readable_file_and_lists_the_unreadable(run_dir, demo_test, tmp_path, capsys):
+    import csv
+    import shutil
+
+    from jaxcnn.cli import main
+
+    photos = tmp_path / "photos"
+    (photos / "nested").mkdir(parents=True)
+    for i, path in enumerate(demo_test.paths[:5]):
+        shutil.copy(path, photos / ("nested" if i % 2 else "") / f"{i}.png")
+    (photos / "nested" / "broken.jpg").write_bytes(b"not a jpeg")
+    (photos / "notes.txt").write_text("not an image, and not picked up from a folder")
+    pattern = os.path.join(os.path.dirname(demo_test.paths[5]), "*.png")
+    output = tmp_path / "preds.csv"
+    assert main(["predict", str(run_dir), str(photos), pattern, "--topk", "3", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    with open(output) as f:
+        rows = list(csv.DictReader(f))
+    expected = 5 + len([p for p in demo_test.paths if os.path.dirname(p) == os.path.dirname(demo_test.paths[5])])
+    assert len(rows) == expected
+    names = demo_test.class_names
+    for row in rows:
+        probabilities = np.array([float(row[f"p[{name}]"]) for name in names])
+        assert abs(probabilities.sum() - 1) < 1e-5
+        assert row["predicted"] == row["top1"] == names[int(probabilities.argmax())]
+        assert float(row["probability"]) == float(row["top1_probability"]) >= float(row["top3_probability"])
+    by_path = {row["path"]: row for row in rows}
+    expected_first = jaxcnn.load_run(run_dir).predict([demo_test.paths[0]])[0]
+    assert float(by_path[str(photos / "0.png")][f"p[{names[0]}]"]) == pytest.approx(expected_first[0], abs=1e-6)
+    unreadable = (tmp_path / "preds-unreadable.csv").read_text()
+    assert "broken.jpg,not an image" in unreadable and "notes.txt" not in unreadable
+    assert "1 unreadable:" in printed and "broken.jpg: not an image" in printed
+
+    output_json = tmp_path / "preds.json"
+    assert main(["predict", str(run_dir), str(photos / "0.png"), str(tmp_path / "missing*.png"),
+                 "--output", str(output_json)]) == 0
+    written = json.loads(output_json.read_text())
+    assert [p["path"] for p in written["predictions"]] == [str(photos / "0.png")]
+    assert written["unreadable"] == [{"path": str(tmp_path / "missing*.png"), "reason": "no file matches"}]
+    assert main(["predict", str(run_dir), str(photos), "--output", str(tmp_path / "preds.txt")]) == 2
+    assert "--output must end in .csv or .json" in capsys.readouterr().err

@@ -11,6 +11,7 @@ COMMANDS = {
     "train": ("jaxcnn.cli.train", "train a model (on a dataset name, an image folder, or a --config file)"),
     "summary": ("jaxcnn.cli.summary", "print a model's layer table and parameter count"),
     "evaluate": ("jaxcnn.cli.evaluate", "evaluate a trained run: metrics, confusion matrix, mistakes, calibration"),
+    "predict": ("jaxcnn.cli.predict", "classify image files, folders or globs with a trained run"),
 }
 
 
