@@ -221,3 +221,46 @@ def test_predict_writes_a_row_per_readable_file_and_lists_the_unreadable(run_dir
     assert written["unreadable"] == [{"path": str(tmp_path / "missing*.png"), "reason": "no file matches"}]
     assert main(["predict", str(run_dir), str(photos), "--output", str(tmp_path / "preds.txt")]) == 2
     assert "--output must end in .csv or .json" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------- export
+
+PLAIN_JAX_RUNNER = """
+import sys
+sys.modules["flax"] = sys.modules["jaxcnn"] = None  # importing flax or jaxcnn now raises ImportError
+for name in ("flax", "jaxcnn"):
+    try:
+        __import__(name)
+        raise SystemExit(f"{name} could be imported")
+    except ImportError:
+        pass
+import json
+import numpy as np
+from jax import export
+folder, images, out = sys.argv[1:]
+spec = json.load(open(f"{folder}/model.json"))
+with open(f"{folder}/{spec['artifact']}", "rb") as f:
+    forward = export.deserialize(bytearray(f.read()))
+np.save(out, np.asarray(forward.call(np.load(images))))
+"""
+
+
+def test_the_exported_artifact_runs_without_jaxcnn_or_flax(run_dir, demo_test, tmp_path, capsys):
+    flatbuffers = pytest.importorskip("flatbuffers", reason="jax.export serialization needs flatbuffers")
+    from jaxcnn.cli import main
+
+    assert main(["export", str(run_dir), "--output", str(tmp_path / "export")]) == 0
+    assert "uint8 (N, 28, 28, 1) -> probabilities over 10 classes" in capsys.readouterr().out
+    spec = json.loads((tmp_path / "export" / "model.json").read_text())
+    assert spec["class_names"] == list(demo_test.class_names) and spec["input"]["shape"] == [None, 28, 28, 1]
+
+    model = jaxcnn.load_run(run_dir)
+    paths = demo_test.paths[::40]
+    np.save(tmp_path / "images.npy", model.inputs.resize([model.inputs.load(p) for p in paths]))
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(flatbuffers.__file__))
+    proc = subprocess.run([sys.executable, "-c", PLAIN_JAX_RUNNER, str(tmp_path / "export"),
+                           str(tmp_path / "images.npy"), str(tmp_path / "out.npy")],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model.predict(paths), atol=1e-5)

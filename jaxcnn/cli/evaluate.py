@@ -13,13 +13,13 @@ import sys
 from jaxcnn.cli.errors import run_reporting_errors
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser,
+                      batch_help: str = "images per forward pass [default: the run's batch size]") -> None:
     """RUN, --checkpoint and --batch-size: how every command that uses a trained run picks it."""
     parser.add_argument("run", metavar="RUN", help="a run folder written by `jaxcnn train`")
     parser.add_argument("--checkpoint", default="best",
                         help="'best', 'last' or an epoch number among the kept checkpoints [default: best]")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="images per forward pass [default: the run's batch size]")
+    parser.add_argument("--batch-size", type=int, default=None, help=batch_help)
 
 
 def positive_batch_size(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
