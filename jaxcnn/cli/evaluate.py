@@ -10,21 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jaxcnn.cli.errors import run_reporting_errors
-
-
-def add_run_arguments(parser: argparse.ArgumentParser,
-                      batch_help: str = "images per forward pass [default: the run's batch size]") -> None:
-    """RUN, --checkpoint and --batch-size: how every command that uses a trained run picks it."""
-    parser.add_argument("run", metavar="RUN", help="a run folder written by `jaxcnn train`")
-    parser.add_argument("--checkpoint", default="best",
-                        help="'best', 'last' or an epoch number among the kept checkpoints [default: best]")
-    parser.add_argument("--batch-size", type=int, default=None, help=batch_help)
-
-
-def positive_batch_size(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+from jaxcnn.cli.trained import add_run_arguments, parse_and_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    positive_batch_size(args, parser)
-    return run_reporting_errors(lambda: run(args), {"resume": "RUN"})
+    return parse_and_run(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

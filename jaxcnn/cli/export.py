@@ -11,8 +11,8 @@ import argparse
 import os
 import sys
 
-from jaxcnn.cli.errors import CommandError, run_reporting_errors
-from jaxcnn.cli.evaluate import add_run_arguments, positive_batch_size
+from jaxcnn.cli.errors import CommandError
+from jaxcnn.cli.trained import add_run_arguments, parse_and_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,10 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    positive_batch_size(args, parser)
-    return run_reporting_errors(lambda: run(args), {"resume": "RUN"})
+    return parse_and_run(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

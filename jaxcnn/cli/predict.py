@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jaxcnn.cli.errors import CommandError, run_reporting_errors
-from jaxcnn.cli.evaluate import add_run_arguments, positive_batch_size
+from jaxcnn.cli.errors import CommandError
+from jaxcnn.cli.trained import add_run_arguments, parse_and_run
 
 CONSOLE_ROWS_WITH_OUTPUT = 20  # with --output the file has every row; the console shows the first ones
 
@@ -51,12 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    positive_batch_size(args, parser)
-    if args.topk < 1:
-        parser.error(f"--topk must be >= 1, got {args.topk}")
-    return run_reporting_errors(lambda: run(args), {"resume": "RUN"})
+    return parse_and_run(build_parser(), run, argv, positive=("batch_size", "topk"))
 
 
 if __name__ == "__main__":
