@@ -264,3 +264,30 @@ def test_the_exported_artifact_runs_without_jaxcnn_or_flax(run_dir, demo_test, t
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model.predict(paths), atol=1e-5)
+
+
+# --------------------------------------------------------------------------------- compare
+
+def test_compare_writes_the_figure_and_a_row_per_run(run_dir, tmp_path, capsys):
+    import csv
+    import shutil
+
+    from jaxcnn.cli import main
+
+    other = tmp_path / "copy" / run_dir.name  # same folder name: the labels must still differ
+    shutil.copytree(run_dir, other, ignore=shutil.ignore_patterns("checkpoints", "export"))
+    out = tmp_path / "cmp" / "compare.png"
+    assert main(["compare", str(run_dir), str(other), "--out", str(out)]) == 0
+    assert out.stat().st_size > 20_000
+    with open(out.with_suffix(".csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and rows[0]["run"] != rows[1]["run"]
+    recorded = results(run_dir)
+    for row in rows:
+        assert row["arch"] == "lenet5" and int(row["params"]) == 44_426 and int(row["epochs"]) == 2
+        assert float(row["test_accuracy_best"]) == recorded["best"]["accuracy"]
+        assert float(row["test_accuracy_last"]) == recorded["last"]["accuracy"]
+        assert int(row["best_val_epoch"]) in (1, 2) and 0 < float(row["best_val_accuracy"]) <= 1
+    markdown = out.with_suffix(".md").read_text()
+    assert markdown.count("| lenet5 ") == 2 and "44,426" in markdown
+    assert "test acc (best)" in capsys.readouterr().out

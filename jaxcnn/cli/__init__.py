@@ -13,6 +13,7 @@ COMMANDS = {
     "evaluate": ("jaxcnn.cli.evaluate", "evaluate a trained run: metrics, confusion matrix, mistakes, calibration"),
     "predict": ("jaxcnn.cli.predict", "classify image files, folders or globs with a trained run"),
     "export": ("jaxcnn.cli.export", "write a trained run as a jax.export artifact that runs without jaxcnn"),
+    "compare": ("jaxcnn.cli.compare", "compare runs: their curves in one figure, and a table"),
 }
 
 
