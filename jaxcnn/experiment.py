@@ -112,6 +112,7 @@ def train(config: RunConfig, *, resume: bool = False) -> dict:
             split=split if final is not None else None, epochs_completed=loop.epoch,
             stop_reason=str(failure or loop.stop_reason or "completed"), skipped_files=len(skipped),
         )
+        logger.finish(results, data.class_names, split, config.to_dict(), checkpointer.best_epoch)
         write_json(run_dir / "results.json", results)
     if failure:
         raise failure

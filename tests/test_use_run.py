@@ -291,3 +291,39 @@ def test_compare_writes_the_figure_and_a_row_per_run(run_dir, tmp_path, capsys):
     markdown = out.with_suffix(".md").read_text()
     assert markdown.count("| lenet5 ") == 2 and "44,426" in markdown
     assert "test acc (best)" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------- end-of-run report
+
+def tensorboard_events(folder) -> list:
+    """Every Event of the event files under `folder` (TFRecord framing: length, crc, data, crc)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    events = []
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+            offset += 12 + length + 4
+    return events
+
+
+def test_a_finished_run_reports_its_best_checkpoint(run_dir):
+    import csv
+
+    recorded = results(run_dir)["best"]
+    assert (run_dir / "confusion.png").stat().st_size > 10_000
+    with open(run_dir / "per_class.csv") as f:
+        rows = {row["class"]: row for row in csv.DictReader(f)}
+    assert list(rows) == list(recorded["per_class_accuracy"])
+    for name, accuracy in recorded["per_class_accuracy"].items():
+        assert float(rows[name]["accuracy"]) == pytest.approx(accuracy) and int(rows[name]["support"]) == 40
+    assert "| 0_tshirt_top |" in (run_dir / "per_class.md").read_text()
+
+    tags = {value.tag for event in tensorboard_events(run_dir / "tensorboard") for value in event.summary.value}
+    assert "confusion_matrix/test_best" in tags
+    assert {"_hparams_/experiment", "_hparams_/session_start_info", "hparam/best_accuracy"} <= tags

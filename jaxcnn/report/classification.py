@@ -76,25 +76,28 @@ def _number(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
+def per_class_report(confusion: np.ndarray, class_names) -> dict[str, dict]:
+    """{class: {precision, recall, f1, accuracy, support}}, JSON-ready (None where undefined)."""
+    metrics = per_class_metrics(np.asarray(confusion))
+    return {name: {key: int(values[i]) if key == "support" else _number(values[i]) for key, values in metrics.items()}
+            for i, name in enumerate(class_names)}
+
+
 def classification_report(labels: np.ndarray, probabilities: np.ndarray, class_names, losses: np.ndarray) -> dict:
     """Every number of an evaluation, JSON-ready (NaN becomes null)."""
     num_classes = len(class_names)
     predicted = probabilities.argmax(axis=1)
     confusion = confusion_matrix(labels, predicted, num_classes)
-    per_class = per_class_metrics(confusion)
     report = {"examples": int(len(labels)), "loss": float(np.mean(losses, dtype=np.float64)),
               "accuracy": float(np.mean(predicted == labels))}
     if num_classes >= TOP5_MIN_CLASSES:
         report["top5_accuracy"] = topk_accuracy(labels, probabilities, 5)
+    per_class = per_class_metrics(confusion)
     for name in ("precision", "recall", "f1"):
         report[f"macro_{name}"] = _number(np.nanmean(per_class[name])) if np.any(~np.isnan(per_class[name])) else None
     report["expected_calibration_error"] = calibration(labels, probabilities).ece
     report["calibration_bins"] = CALIBRATION_BINS
-    report["per_class"] = {
-        name: {metric: (int(values[i]) if metric == "support" else _number(values[i]))
-               for metric, values in per_class.items()}
-        for i, name in enumerate(class_names)
-    }
+    report["per_class"] = per_class_report(confusion, class_names)
     report["confusion_matrix"] = confusion.tolist()
     return report
 
