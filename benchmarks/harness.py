@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from jaxcnn.build import RunConfig, build_training  # noqa: E402
+from jaxcnn.builder import RunConfig, build_training  # noqa: E402
 from jaxcnn.train import make_mesh, shard_batch  # noqa: E402
 
 DEFAULTS = RunConfig()  # the command line's defaults (optimizer, learning rate, schedule, seed)

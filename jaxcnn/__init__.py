@@ -3,7 +3,7 @@
     import jaxcnn
     model = jaxcnn.create_model("resnet20", num_classes=10)
     config = jaxcnn.RunConfig.from_dict({"model": {"arch": "lenet5"}, "data": {"name": "demo"}})
-    jaxcnn.train(config)          # or: with jaxcnn.build(config) as run: ...
+    jaxcnn.run(config)            # the whole `jaxcnn train` recipe; or: with jaxcnn.build(config) as run: ...
 """
 
 import importlib
@@ -11,14 +11,14 @@ import importlib
 __version__ = "0.1.0"
 
 # name -> module; imported lazily, so that importing `jaxcnn.data` in a grain worker process does
-# not pay for jax and flax.
+# not pay for jax and flax. (No name here may be a submodule's: `jaxcnn.train` is the package.)
 _EXPORTS = {
     "create_model": "jaxcnn.models",
     "list_models": "jaxcnn.models",
-    "RunConfig": "jaxcnn.build",
-    "build": "jaxcnn.build",
-    "build_training": "jaxcnn.build",
-    "train": "jaxcnn.experiment",
+    "RunConfig": "jaxcnn.builder",
+    "build": "jaxcnn.builder",
+    "build_training": "jaxcnn.builder",
+    "run": "jaxcnn.experiment",
     "load_config": "jaxcnn.experiment",
     "load_run": "jaxcnn.inference",
     "TrainedModel": "jaxcnn.inference",

@@ -1,4 +1,4 @@
-"""A whole training run from one `RunConfig`: the recipe behind `jaxcnn train`, top to bottom.
+"""A whole training run from one `RunConfig` (`jaxcnn.run`): the recipe behind `jaxcnn train`, top to bottom.
 
 run folder -> `build` (data, loaders, model, optimizer, sharded state, steps) -> resume -> `fit`
 -> best and last checkpoints tested -> `results.json`.
@@ -14,7 +14,7 @@ import platform
 import jax
 import orbax.checkpoint as ocp
 
-from jaxcnn.build import RunConfig, build
+from jaxcnn.builder import RunConfig, build
 from jaxcnn.config import ConfigError, load_file
 from jaxcnn.inference.inputs import InputSpec
 from jaxcnn.report.run_log import RunLogger, log_to_file, write_json
@@ -54,7 +54,7 @@ def load_config(run_dir) -> RunConfig:
         raise ConfigError("resume", f"not a jaxcnn run folder: {path} is unreadable ({error})") from None
 
 
-def train(config: RunConfig, *, resume: bool = False) -> dict:
+def run(config: RunConfig, *, resume: bool = False) -> dict:
     """Run (or, with `resume`, continue from `config.out`) a training run; returns `results.json`'s content."""
     run_dir = config.require_complete().run_dir()
     config = dataclasses.replace(config, out=str(run_dir))

@@ -16,6 +16,9 @@ import tarfile
 
 import numpy as np
 
+from jaxcnn.data import cifar
+from jaxcnn.data.download import Resource
+
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR100_FINE = tuple(f"fine_{i:02d}" for i in range(100))
 CIFAR100_COARSE = tuple(f"coarse_{i:02d}" for i in range(20))
@@ -211,5 +214,27 @@ def write_idx_set(folder: pathlib.Path, train_n: int = 40, test_n: int = 10, *, 
     return arrays
 
 
-def md5(path: os.PathLike) -> str:
-    return hashlib.md5(pathlib.Path(path).read_bytes()).hexdigest()
+def sha256(path: os.PathLike) -> str:
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def resource_for(path: pathlib.Path, *urls: str):
+    """A download `Resource` for the file at `path`: its own size and SHA-256, served from `urls`."""
+    return Resource(path.name, sha256(path), path.stat().st_size, urls or (path.as_uri(),))
+
+
+def gzip_bomb(path: pathlib.Path, head: bytes, zeros: int) -> pathlib.Path:
+    """A small gzip file of `head` then `zeros` zero bytes (50 MB of zeros compress to ~50 KB),
+    written in 1 MiB pieces so that making it takes no memory."""
+    with gzip.open(path, "wb") as f:
+        f.write(head)
+        for start in range(0, zeros, 1 << 20):
+            f.write(bytes(min(1 << 20, zeros - start)))
+    return path
+
+
+def expect_records(monkeypatch, dataset: str, train: int, test: int) -> None:
+    """Make the CIFAR loaders expect these record counts per train and test member: the fixtures
+    are small, the published files hold 10,000 (CIFAR-100's train file 50,000)."""
+    name = dataset.upper()
+    monkeypatch.setattr(cifar, name, dataclasses.replace(getattr(cifar, name), train_records=train, test_records=test))

@@ -11,6 +11,7 @@ from archive_fixtures import (
     CIFAR10_NAMES,
     CIFAR100_COARSE,
     CIFAR100_FINE,
+    expect_records,
     make_split,
     py2_pickle,
     tar_gz,
@@ -24,6 +25,13 @@ from jaxcnn.data.splits import DataNotFoundError
 
 SPLIT = dict(val_split=0.2, split_seed=0)
 VARIANTS = [("python", "folder"), ("python", "archive"), ("binary", "folder"), ("binary", "archive")]
+
+
+@pytest.fixture(autouse=True)
+def fixture_record_counts(monkeypatch):
+    """The fixtures below hold 6 images a CIFAR-10 training batch and 10 a test batch, 200 and 10 for CIFAR-100."""
+    expect_records(monkeypatch, "cifar10", train=6, test=10)
+    expect_records(monkeypatch, "cifar100", train=200, test=10)
 
 
 def _cifar10(tmp_path, fmt, packing):
@@ -113,7 +121,7 @@ def test_missing_data_names_every_place_looked_and_download(tmp_path):
         load_cifar10(str(tmp_path), **SPLIT)
     message = str(error.value)
     for name in ("cifar-10-batches-py", "cifar-10-python.tar.gz", "cifar-10-batches-bin",
-                 "cifar-10-binary.tar.gz", "--download", str(tmp_path)):
+                 "cifar-10-binary.tar.gz", "data.download", str(tmp_path)):
         assert name in message
     assert list(tmp_path.iterdir()) == []  # nothing was fetched or created
 
@@ -129,7 +137,7 @@ def test_truncated_archive_is_a_clear_error(tmp_path):
     data_dir, _, _ = _cifar10(tmp_path, "python", "archive")
     archive = data_dir / "cifar-10-python.tar.gz"
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    with pytest.raises(ValueError, match="truncated or corrupt.*--download"):
+    with pytest.raises(ValueError, match="truncated or corrupt.*data.download"):
         load_cifar10(str(data_dir), **SPLIT)
 
 
@@ -177,8 +185,8 @@ def test_options_that_do_not_apply_are_rejected(tmp_path):
     data_dir, _, _ = _cifar100(tmp_path, "binary", "folder")
     with pytest.raises(ValueError, match=r"one of \['fine', 'coarse'\]"):
         load_cifar100(str(data_dir), label_mode="medium", **SPLIT)
-    with pytest.raises(ValueError, match="--label-mode does not apply to cifar10"):
+    with pytest.raises(ValueError, match="data.label_mode does not apply to cifar10"):
         load_cifar10(str(data_dir), label_mode="coarse", **SPLIT)
-    with pytest.raises(ValueError, match="--cache does not apply to cifar100"):
+    with pytest.raises(ValueError, match="data.cache does not apply to cifar100"):
         load_cifar100(str(data_dir), cache=True, **SPLIT)
     assert len(load_cifar100(str(data_dir), image_size=64, **SPLIT).test) == 10  # a decode hint: ignored

@@ -5,7 +5,16 @@ import gzip
 
 import numpy as np
 import pytest
-from archive_fixtures import idx_bytes, make_split, md5, tar_gz, write_cifar, write_idx_set
+from archive_fixtures import (
+    expect_records,
+    idx_bytes,
+    make_split,
+    resource_for,
+    sha256,
+    tar_gz,
+    write_cifar,
+    write_idx_set,
+)
 
 from jaxcnn.data import cifar, mnist
 from jaxcnn.data.download import ChecksumError, DownloadError, Resource, download
@@ -15,46 +24,48 @@ SPLIT = dict(val_split=0.2, split_seed=0)
 
 
 @pytest.fixture
-def cifar_archive(tmp_path):
-    """A CIFAR-10 python-version archive served from tmp_path/server."""
-    folder = write_cifar(tmp_path / "build", "cifar10", "python",
+def cifar_archive(tmp_path, monkeypatch):
+    """A CIFAR-10 binary-version archive (what --download fetches) served from tmp_path/server."""
+    folder = write_cifar(tmp_path / "build", "cifar10", "binary",
                          [make_split(4, 10, seed=i) for i in range(5)], make_split(5, 10, seed=7))
     (tmp_path / "server").mkdir()
+    expect_records(monkeypatch, "cifar10", train=4, test=5)
     return tar_gz(folder, tmp_path / "server")
 
 
 def test_download_verifies_and_renames_into_place(tmp_path, cifar_archive):
-    resource = Resource(cifar_archive.name, md5(cifar_archive), (cifar_archive.as_uri(),))
+    resource = resource_for(cifar_archive)
     path = download(resource, tmp_path / "data")
     assert path == str(tmp_path / "data" / cifar_archive.name)
-    assert md5(path) == resource.md5 and sorted(p.name for p in (tmp_path / "data").iterdir()) == [cifar_archive.name]
+    assert sha256(path) == resource.sha256
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [cifar_archive.name]
 
 
 def test_wrong_checksum_keeps_nothing(tmp_path, cifar_archive):
-    resource = Resource(cifar_archive.name, "0" * 32, (cifar_archive.as_uri(),))
+    resource = dataclasses.replace(resource_for(cifar_archive), sha256="0" * 64)
     with pytest.raises(ChecksumError) as error:
         download(resource, tmp_path / "data")
-    assert "0" * 32 in str(error.value) and md5(cifar_archive) in str(error.value)
+    assert "0" * 64 in str(error.value) and sha256(cifar_archive) in str(error.value)
     assert list((tmp_path / "data").iterdir()) == []  # neither the file nor its temporary
 
 
 def test_next_mirror_is_tried_and_all_failures_are_reported(tmp_path, cifar_archive):
     missing = (tmp_path / "server" / "gone.tar.gz").as_uri()
-    resource = Resource(cifar_archive.name, md5(cifar_archive), (missing, cifar_archive.as_uri()))
-    assert md5(download(resource, tmp_path / "data")) == resource.md5
+    resource = resource_for(cifar_archive, missing, cifar_archive.as_uri())
+    assert sha256(download(resource, tmp_path / "data")) == resource.sha256
     with pytest.raises(DownloadError, match="gone.tar.gz") as error:
-        download(Resource("x.gz", "0" * 32, (missing,)), tmp_path / "other")
+        download(Resource("x.gz", "0" * 64, 10, (missing,)), tmp_path / "other")
     assert "by hand" in str(error.value) and list((tmp_path / "other").iterdir()) == []
 
 
 def test_cifar_download_flag_fetches_then_loads(tmp_path, cifar_archive, monkeypatch):
-    served = dataclasses.replace(cifar.CIFAR10.resource, md5=md5(cifar_archive), urls=(cifar_archive.as_uri(),))
+    served = resource_for(cifar_archive)
     monkeypatch.setattr(cifar, "CIFAR10", dataclasses.replace(cifar.CIFAR10, resource=served))
-    with pytest.raises(DataNotFoundError, match="--download"):  # nothing is fetched without the flag
+    with pytest.raises(DataNotFoundError, match="data.download"):  # nothing is fetched without the flag
         cifar.load_cifar10(str(tmp_path / "data"), **SPLIT)
     assert not (tmp_path / "data").exists()
     splits = cifar.load_cifar10(str(tmp_path / "data"), download=True, **SPLIT)
-    assert (tmp_path / "data" / "cifar-10-python.tar.gz").is_file()
+    assert (tmp_path / "data" / "cifar-10-binary.tar.gz").is_file()
     assert len(splits.train) + len(splits.val) == 20 and len(splits.test) == 5
     fetched = []
     monkeypatch.setattr(cifar, "fetch", lambda *a: fetched.append(a))
@@ -63,11 +74,12 @@ def test_cifar_download_flag_fetches_then_loads(tmp_path, cifar_archive, monkeyp
 
 
 def test_cifar_download_with_the_published_checksum_rejects_other_bytes(tmp_path, cifar_archive, monkeypatch):
-    """The real CIFAR-10 MD5 against a file that is not the real archive: refused, nothing kept."""
+    """The real CIFAR-10 SHA-256 against a file that is not the real archive: refused, nothing kept."""
     served = dataclasses.replace(cifar.CIFAR10.resource, urls=(cifar_archive.as_uri(),))
-    assert served.md5 == "c58f30108f718f92721af3b95e74349a"
+    published = "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"
+    assert served.sha256 == published and served.size == 170_052_171
     monkeypatch.setattr(cifar, "CIFAR10", dataclasses.replace(cifar.CIFAR10, resource=served))
-    with pytest.raises(ChecksumError, match="c58f30108f718f92721af3b95e74349a"):
+    with pytest.raises(ChecksumError, match=published):
         cifar.load_cifar10(str(tmp_path / "data"), download=True, **SPLIT)
     assert list((tmp_path / "data").iterdir()) == []
 
@@ -75,9 +87,9 @@ def test_cifar_download_with_the_published_checksum_rejects_other_bytes(tmp_path
 def test_mnist_download_fetches_only_missing_files(tmp_path, monkeypatch):
     server = tmp_path / "server"
     arrays = write_idx_set(server)
-    checksums = {p.name: md5(p) for p in server.iterdir()}
+    checksums = {p.name: (sha256(p), p.stat().st_size) for p in server.iterdir()}
     monkeypatch.setattr(mnist, "MNIST", dataclasses.replace(
-        mnist.MNIST, mirrors=((tmp_path / "nowhere").as_uri() + "/", server.as_uri() + "/"), md5=checksums))
+        mnist.MNIST, mirrors=((tmp_path / "nowhere").as_uri() + "/", server.as_uri() + "/"), checksums=checksums))
     data = tmp_path / "data"
     data.mkdir()
     # Two files already there, uncompressed, as torchvision leaves them; the other two are fetched.

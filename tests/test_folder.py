@@ -1,5 +1,6 @@
 """Image-folder sources and the folder datasets (PATH, catdog, demo) on folders written with Pillow."""
 
+import logging
 import glob
 import os
 import pickle
@@ -140,11 +141,11 @@ def test_bad_layouts_and_options_get_clear_errors(tmp_path):
     write_folder(tmp_path / "val", {"a": 1, "c": 1})
     with pytest.raises(ValueError, match=r"class folders \['c'\] that the training folder lacks"):
         load_image_folder(tmp_path, **SPLIT)
-    with pytest.raises(ValueError, match="--download does not apply"):
+    with pytest.raises(ValueError, match="data.download does not apply"):
         load_image_folder(tmp_path, download=True, **SPLIT)
-    with pytest.raises(ValueError, match="--label-mode applies to cifar100 only"):
+    with pytest.raises(ValueError, match="data.label_mode applies to cifar100 only"):
         load_catdog(tmp_path, label_mode="coarse", **SPLIT)
-    with pytest.raises(ValueError, match="--data-dir does not apply to demo"):
+    with pytest.raises(ValueError, match="data.dir does not apply to demo"):
         load_demo(str(tmp_path), **SPLIT)
 
 
@@ -168,12 +169,13 @@ def test_missing_catdog_shows_the_layout_and_where_to_get_it(tmp_path):
     assert "https://www.kaggle.com/datasets/tongpython/cat-and-dog" in message
 
 
-def test_cache_holds_the_same_records_and_says_its_size(tmp_path, capsys, monkeypatch):
+def test_cache_holds_the_same_records_and_says_its_size(tmp_path, caplog, monkeypatch):
     write_folder(tmp_path, {"a": 4, "b": 4}, size=(20, 20))
     truncated_jpeg(tmp_path / "b" / "cut.jpg")
     plain = ImageFolderSource(tmp_path, image_size=10)
+    caplog.set_level(logging.INFO, logger="jaxcnn")
     cached = ImageFolderSource(tmp_path, image_size=10, cache=True)
-    out = capsys.readouterr().out  # the estimate comes before decoding finds the truncated file
+    out = caplog.text  # the estimate comes before decoding finds the truncated file
     assert "9 images of 10x10x3 uint8" in out and "decoded 8 images" in out
     assert len(cached) == 8 and [p for p, _ in cached.skipped_files()] == [str(tmp_path / "b" / "cut.jpg")]
     for i in range(8):
@@ -181,7 +183,7 @@ def test_cache_holds_the_same_records_and_says_its_size(tmp_path, capsys, monkey
         np.testing.assert_array_equal(cached[i]["image"], plain[j]["image"])
         assert cached[i]["label"] == plain[j]["label"]
     monkeypatch.setattr(folder, "_available_memory", lambda: 1000)
-    with pytest.raises(ValueError, match="--cache needs 0.00 GiB .* only 0.00 GiB"):
+    with pytest.raises(ValueError, match="data.cache needs 0.00 GiB .* only 0.00 GiB"):
         ImageFolderSource(tmp_path, image_size=10, cache=True)
 
 

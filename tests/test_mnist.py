@@ -69,7 +69,7 @@ def test_missing_files_name_folders_files_and_download(tmp_path, monkeypatch):
         load_mnist(str(tmp_path), **SPLIT)
     message = str(error.value)
     for text in ("t10k-labels-idx1-ubyte[.gz]", str(tmp_path), os.path.join(str(tmp_path), "MNIST", "raw"),
-                 "--download"):
+                 "data.download"):
         assert text in message
     monkeypatch.setattr(mnist, "FASHION_MNIST", dataclasses.replace(mnist.FASHION_MNIST, system_dirs=()))
     with pytest.raises(DataNotFoundError, match="apt install dataset-fashion-mnist"):
@@ -80,22 +80,22 @@ def test_idx_validation(tmp_path):
     images = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
     good = tmp_path / "good-idx3-ubyte"
     good.write_bytes(idx_bytes(images))
-    np.testing.assert_array_equal(read_idx(str(good), 3), images)
+    np.testing.assert_array_equal(read_idx(str(good), (3, 28, 28)), images)
 
     truncated = tmp_path / "truncated-idx3-ubyte"
     truncated.write_bytes(idx_bytes(images)[:-10])
     with pytest.raises(ValueError, match=r"truncated.*promises \(3, 28, 28\)"):
-        read_idx(str(truncated), 3)
+        read_idx(str(truncated), (3, 28, 28))
     with pytest.raises(ValueError, match="magic number is 00000803, expected 00000801"):
-        read_idx(str(good), 1)  # an image file where labels are expected
+        read_idx(str(good), (3,))  # an image file where labels are expected
     cut_gz = tmp_path / "cut-idx3-ubyte.gz"
     cut_gz.write_bytes(gzip.compress(idx_bytes(images))[:-20])
     with pytest.raises(ValueError, match="truncated or corrupt gzip"):
-        read_idx(str(cut_gz), 3)
+        read_idx(str(cut_gz), (3, 28, 28))
     empty = tmp_path / "empty-idx1-ubyte"
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match="magic number is missing"):
-        read_idx(str(empty), 1)
+        read_idx(str(empty), (3,))
 
 
 def test_image_and_label_counts_must_agree(tmp_path):
@@ -107,7 +107,7 @@ def test_image_and_label_counts_must_agree(tmp_path):
 
 def test_options_that_do_not_apply_are_rejected(tmp_path):
     write_idx_set(tmp_path)
-    with pytest.raises(ValueError, match="--label-mode does not apply to mnist"):
+    with pytest.raises(ValueError, match="data.label_mode does not apply to mnist"):
         load_mnist(str(tmp_path), label_mode="coarse", **SPLIT)
-    with pytest.raises(ValueError, match="--cache does not apply to fashion_mnist"):
+    with pytest.raises(ValueError, match="data.cache does not apply to fashion_mnist"):
         load_fashion_mnist(str(tmp_path), cache=True, **SPLIT)

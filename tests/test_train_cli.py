@@ -121,6 +121,7 @@ def test_missing_catdog_prints_the_expected_layout(tmp_path, capsys):
     assert main(["--arch", "vgg16", "--data", "catdog", "--data-dir", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "training_set" in err and "kaggle" in err.lower()
+    assert "point --data-dir at" in err and "data.dir" not in err  # library names become flags
 
 
 def test_unknown_arch_lists_valid_names(tmp_path, capsys):

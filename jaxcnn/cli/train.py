@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from jaxcnn.build import RunConfig, default_values
+from jaxcnn.builder import RunConfig, default_values
 from jaxcnn.cli.errors import CommandError, run_reporting_errors
 from jaxcnn.cli.options import add_flags, as_nested, flag_names, given_options
 from jaxcnn.config import differences, dump_yaml, flatten, load_file, merge
@@ -88,10 +88,10 @@ def run(args: argparse.Namespace, table: list) -> int:
         print_config(config)
         return 0
     from jaxcnn.cli.logs import console_logging
-    from jaxcnn.experiment import train
+    from jaxcnn.experiment import run as run_training
 
     with console_logging():
-        train(config, resume=args.resume is not None)
+        run_training(config, resume=args.resume is not None)
     return 0
 
 

@@ -95,7 +95,7 @@ def reject_cache(dataset: str, cache: bool) -> None:
     """`cache` decodes image files into memory; archive datasets are decoded there already."""
     if cache:
         raise ValueError(
-            f"--cache does not apply to {dataset}: it is decoded into memory already "
+            f"data.cache does not apply to {dataset}: it is decoded into memory already "
             "(cache is for image folders and TFDS datasets)."
         )
 

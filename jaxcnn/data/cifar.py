@@ -28,7 +28,21 @@ from jaxcnn.data.splits import DataNotFoundError, DataSplits
 log = logging.getLogger(__name__)
 
 _HOME = "https://www.cs.toronto.edu/~kriz/"
+# --download fetches the binary archives: fixed-size records, no unpickling of downloaded bytes, and
+# the ones with a published SHA-256. The authors publish MD5s only (binary: c32a1d4ab5d03f1284b67883e8d87530,
+# 03b5dce01913d631647c71ecec9e9cb8); these SHA-256s and sizes are the ones tensorflow-datasets 4.9.10
+# verifies, from tensorflow_datasets/url_checksums/cifar10.txt and cifar100.txt in its wheel.
+_SHA256 = {
+    "cifar-10-binary.tar.gz": "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+    "cifar-100-binary.tar.gz": "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec",
+}
 _PIXELS = 3 * 32 * 32  # one image: the red, green and blue 32x32 planes, row-major
+# Size caps: nothing is read beyond what the format can hold, so a corrupt file or a decompression
+# bomb is an error, not a full memory. A pickled record is its pixels, a label and a file name:
+# the published batches take 3,104-3,105 bytes a record (data_batch_1: 31,035,704 bytes).
+_PICKLE_RECORD_CAP = _PIXELS + 64
+_PICKLE_OVERHEAD_CAP = 4096  # the dict, keys and batch label
+_SMALL_MEMBER_CAP = 64 * 1024  # meta, label names, readme (the largest published one is 1,526 bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +73,9 @@ class _Dataset:
     title: str
     formats: tuple[_Format, ...]  # in order of preference
     label_modes: dict[str, _Labels]  # the first is the default
-    resource: Resource  # what --download fetches
+    resource: Resource  # what --download fetches: one of the `formats`' archives
+    train_records: int  # images in each training member, as published
+    test_records: int
 
 
 CIFAR10 = _Dataset(
@@ -72,8 +88,10 @@ CIFAR10 = _Dataset(
                 tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin", None, label_bytes=1),
     ),
     label_modes={"label": _Labels("labels", "label_names", 0, "batches.meta.txt")},
-    resource=Resource("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
-                      (_HOME + "cifar-10-python.tar.gz",)),
+    resource=Resource("cifar-10-binary.tar.gz", _SHA256["cifar-10-binary.tar.gz"], 170_052_171,
+                      (_HOME + "cifar-10-binary.tar.gz",)),
+    train_records=10_000,
+    test_records=10_000,
 )
 
 CIFAR100 = _Dataset(
@@ -87,8 +105,10 @@ CIFAR100 = _Dataset(
         "fine": _Labels("fine_labels", "fine_label_names", 1, "fine_label_names.txt"),
         "coarse": _Labels("coarse_labels", "coarse_label_names", 0, "coarse_label_names.txt"),
     },
-    resource=Resource("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-                      (_HOME + "cifar-100-python.tar.gz",)),
+    resource=Resource("cifar-100-binary.tar.gz", _SHA256["cifar-100-binary.tar.gz"], 168_513_733,
+                      (_HOME + "cifar-100-binary.tar.gz",)),
+    train_records=50_000,
+    test_records=10_000,
 )
 
 
@@ -96,7 +116,7 @@ def load_cifar10(data_dir=None, *, val_split, split_seed, image_size=None, downl
                  label_mode=None, cache=False) -> DataSplits:
     """CIFAR-10: 50k train (split into train/val) and 10k test 32x32 RGB images, 10 classes."""
     if label_mode is not None:
-        raise ValueError(f"--label-mode does not apply to cifar10 (it has one label); got {label_mode!r}")
+        raise ValueError(f"data.label_mode does not apply to cifar10 (it has one label); got {label_mode!r}")
     return _load(CIFAR10, data_dir, "label", val_split, split_seed, download, cache)
 
 
@@ -116,16 +136,20 @@ def _load(dataset: _Dataset, data_dir, mode: str, val_split, split_seed, downloa
     if found is None:
         if not download:
             raise DataNotFoundError(_not_found_message(dataset, data_dir))
-        found = dataset.formats[0], fetch(dataset.resource, data_dir)
+        fmt = next(f for f in dataset.formats if f.archive == dataset.resource.filename)
+        found = fmt, fetch(dataset.resource, data_dir)
     fmt, path = found
     log.info("%s: reading %s", dataset.title, path)
     labels = dataset.label_modes[mode]
-    members = read_members(path, fmt, fmt.train + (fmt.test, fmt.meta or labels.names_file))
+    records = {n: dataset.train_records for n in fmt.train} | {fmt.test: dataset.test_records}
+    caps = {n: _member_cap(fmt, count) for n, count in records.items()}
+    caps[fmt.meta or labels.names_file] = _SMALL_MEMBER_CAP
+    members = read_members(path, fmt, caps)
     class_names = _class_names(members, fmt, labels, path)
     mean, std = PUBLISHED_STATS[dataset.name]
 
     def source(names: tuple[str, ...], split: str) -> ArraySource:
-        parts = [_decode(members[n], fmt, labels, f"{path}: {n}") for n in names]
+        parts = [_decode(members[n], fmt, labels, _where(path, fmt, n), records[n]) for n in names]
         rows = np.concatenate([p[0] for p in parts])  # (N, 3072): R, G, B planes per image
         images = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # contiguous NHWC
         return ArraySource(images, np.concatenate([p[1] for p in parts]), class_names=class_names,
@@ -147,29 +171,55 @@ def locate(dataset: _Dataset, data_dir: str) -> tuple[_Format, str] | None:
     return None
 
 
-def read_members(path: str, fmt: _Format, names: tuple[str, ...]) -> dict[str, bytes]:
-    """The bytes of `names` from an extracted folder, or straight out of a (gzipped) tar."""
+def _member_cap(fmt: _Format, records: int) -> int:
+    """The most bytes a train or test member of `records` images can take in `fmt`."""
+    if fmt.label_bytes:
+        return records * (fmt.label_bytes + _PIXELS)
+    return records * _PICKLE_RECORD_CAP + _PICKLE_OVERHEAD_CAP
+
+
+def _where(path: str, fmt: _Format, name: str) -> str:
+    """How to name member `name` of the folder or archive `path` in a message."""
+    return os.path.join(path, name) if os.path.isdir(path) else f"{path}: {fmt.folder}/{name}"
+
+
+def _too_large(where: str, cap: int) -> ValueError:
+    return ValueError(f"{where} is larger than the {cap} bytes it can hold; it was not read (a corrupt file or a"
+                      " decompression bomb). Replace it with the published file.")
+
+
+def read_members(path: str, fmt: _Format, caps: dict[str, int]) -> dict[str, bytes]:
+    """The bytes of each member named in `caps` from an extracted folder, or straight out of a
+    (gzipped) tar; a member larger than its cap is an error, and is never read whole."""
     if os.path.isdir(path):
-        missing = [n for n in names if not os.path.isfile(os.path.join(path, n))]
+        missing = [n for n in caps if not os.path.isfile(os.path.join(path, n))]
         if missing:
             raise DataNotFoundError(f"{path} is incomplete: it lacks {', '.join(missing)}.")
         members = {}
-        for n in names:
+        for n, cap in caps.items():
             with open(os.path.join(path, n), "rb") as f:
-                members[n] = f.read()
+                members[n] = f.read(cap + 1)
+            if len(members[n]) > cap:
+                raise _too_large(_where(path, fmt, n), cap)
         return members
-    wanted = {f"{fmt.folder}/{n}": n for n in names}
+    wanted = {f"{fmt.folder}/{n}": n for n in caps}
+    total = sum(caps.values()) + _SMALL_MEMBER_CAP  # readme.html and the tar headers fit in the slack
     members = {}
     try:
         with tarfile.open(path, "r:*") as tar:
             for info in tar:  # one sequential pass: a .tar.gz cannot seek cheaply
                 name = wanted.get(info.name.removeprefix("./"))
+                if name and info.size > caps[name]:
+                    raise _too_large(_where(path, fmt, name), caps[name])
+                if info.offset_data + info.size > total:  # even skipping it would decompress it all
+                    raise ValueError(f"{path}: {info.name} ({info.size} bytes) runs past the {total} bytes that"
+                                     f" {fmt.archive} can hold; it was not read. Delete {path} and fetch it again.")
                 if name and info.isfile():
                     members[name] = tar.extractfile(info).read()
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise ValueError(f"{path} is truncated or corrupt ({error}). Delete it and fetch it again "
-                         "(--download fetches the python version).") from error
-    missing = [f"{fmt.folder}/{n}" for n in names if n not in members]
+                         "(data.download fetches the binary version).") from error
+    missing = [f"{fmt.folder}/{n}" for n in caps if n not in members]
     if missing:
         raise ValueError(f"{path} is truncated or not the {fmt.archive} archive: it lacks {', '.join(missing)}.")
     return members
@@ -205,15 +255,16 @@ def unpickle(raw: bytes, where: str) -> dict:
     return {_text(k): v for k, v in record.items()}
 
 
-def _decode(raw: bytes, fmt: _Format, labels: _Labels, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, 3072) uint8 in CHW order, labels (N,)) of one train or test member."""
+def _decode(raw: bytes, fmt: _Format, labels: _Labels, where: str, records: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 3072) uint8 in CHW order, labels (N,)) of one train or test member of `records` images."""
     if fmt.label_bytes:
         size = fmt.label_bytes + _PIXELS
         if len(raw) % size:
             raise ValueError(f"{where} is truncated: {len(raw)} bytes is not a whole number of "
                              f"{size}-byte records ({fmt.label_bytes} label byte(s) + {_PIXELS} pixels).")
-        records = np.frombuffer(raw, np.uint8).reshape(-1, size)
-        return records[:, fmt.label_bytes:], records[:, labels.byte].astype(np.int64)
+        _check_count(where, len(raw) // size, records)
+        rows = np.frombuffer(raw, np.uint8).reshape(-1, size)
+        return rows[:, fmt.label_bytes:], rows[:, labels.byte].astype(np.int64)
     batch = unpickle(raw, where)
     if "data" not in batch or labels.key not in batch:
         raise ValueError(f"{where} lacks 'data' or {labels.key!r}; its keys are {sorted(batch)}.")
@@ -221,7 +272,16 @@ def _decode(raw: bytes, fmt: _Format, labels: _Labels, where: str) -> tuple[np.n
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _PIXELS or len(targets) != len(data):
         raise ValueError(f"{where}: expected data uint8 (N, {_PIXELS}) and N labels, got data "
                          f"{data.dtype} {data.shape} and {len(targets)} labels.")
+    _check_count(where, len(data), records)
     return data, targets
+
+
+def _check_count(where: str, found: int, expected: int) -> None:
+    """A member must hold exactly its published number of images: a short one silently drops data."""
+    if found != expected:
+        held = "no images" if found == 0 else f"{found} images"
+        raise ValueError(f"{where} holds {held}, but the published file holds {expected}. It is truncated or"
+                         " not a CIFAR file: replace it with the published file.")
 
 
 def _class_names(members: dict[str, bytes], fmt: _Format, labels: _Labels, path: str) -> tuple[str, ...]:
@@ -245,7 +305,7 @@ def _not_found_message(dataset: _Dataset, data_dir: str) -> str:
         looked.append(f"  {os.path.join(data_dir, fmt.archive)}")
     return (
         f"{dataset.title} not found in {data_dir}. Looked for any of:\n" + "\n".join(looked) + "\n"
-        f"Pass --download to fetch {dataset.resource.urls[0]} (checksum-verified) into {data_dir}, "
+        f"Set data.download to fetch {dataset.resource.urls[0]} (checksum-verified) into {data_dir}, "
         f"or put one of those archives there yourself (from {_HOME}cifar.html), "
-        "or point --data-dir at the folder that holds it."
+        "or point data.dir at the folder that holds it."
     )

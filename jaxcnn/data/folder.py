@@ -27,9 +27,9 @@ from PIL import Image
 
 from jaxcnn.data.arrays import channel_stats
 from jaxcnn.data.decode import ImageInfo, UnreadableImage, decode_image, probe_image
+from jaxcnn.data.scan import IMAGE_EXTENSIONS, list_images, printable, visible_dirs
 from jaxcnn.data.splits import DataNotFoundError, DataSplits, Subset, stratified_split
 
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 MAX_DEFAULT_IMAGE_SIZE = 224  # a folder of smaller images (e.g. 28 px PNGs) defaults to their size
 STATS_IMAGES = 500  # mean/std from this many evenly spaced training images: stable to ~1e-3
 CACHE_MEMORY_FRACTION = 0.9  # --cache may take at most this much of the available memory
@@ -37,7 +37,7 @@ CACHE_MEMORY_FRACTION = 0.9  # --cache may take at most this much of the availab
 _LAYOUT = (
     "Expected an image folder: PATH/train/<class>/<image> with optional PATH/val/ (or valid/,"
     " validation/) and PATH/test/ holding the same class folders, or a flat PATH/<class>/<image>"
-    f" (then validation is a stratified --val-split of it). Image files: {' '.join(IMAGE_EXTENSIONS)}."
+    f" (then validation is a stratified data.val_split of it). Image files: {' '.join(IMAGE_EXTENSIONS)}."
 )
 log = logging.getLogger(__name__)
 
@@ -45,24 +45,6 @@ log = logging.getLogger(__name__)
 def _threads() -> int:
     """Pillow releases the GIL while decoding, so threads scale decoding over the cores."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _visible_dirs(path: str) -> list[str]:
-    """Sorted sub-folder names, without hidden ones (.ipynb_checkpoints, .git, ...)."""
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
-
-
-def _image_files(class_dir: str) -> list[str]:
-    """Image files under `class_dir` (recursively, like torchvision), sorted; hidden files ignored."""
-    found = []
-    for folder, subfolders, files in os.walk(class_dir, followlinks=True):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found.extend(
-            os.path.join(folder, f)
-            for f in sorted(files)
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-        )
-    return found
 
 
 def _probe_all(paths: list[str]) -> list[ImageInfo | UnreadableImage]:
@@ -129,10 +111,13 @@ class ImageFolderSource:
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if not os.path.isdir(self.root):
             raise DataNotFoundError(f"Image folder {self.root!r} does not exist. {_LAYOUT}")
-        folders = _visible_dirs(self.root)
+        folders = visible_dirs(self.root)
         if class_names is None:
             if not folders:
                 raise ValueError(f"No class folders in {self.root!r}. {_LAYOUT}")
+            if len(folders) == 1:
+                raise ValueError(f"{self.root!r} holds one class folder ({folders[0]!r}): a classifier needs at"
+                                 f" least 2 classes. {_LAYOUT}")
             class_names = folders
         elif extra := sorted(set(folders) - set(class_names)):
             raise ValueError(
@@ -155,20 +140,18 @@ class ImageFolderSource:
 
     def _index(self, folders: list[str]) -> list[ImageInfo]:
         """List and header-check every image; drop unreadable ones; reject empty class folders."""
-        paths, labels = [], []
-        for label, name in enumerate(self.class_names):
-            if name not in folders:
-                continue  # a val/test folder may lack a class; the training folder defines them
-            files = _image_files(os.path.join(self.root, name))
-            if not files:
-                raise ValueError(
-                    f"Class folder {os.path.join(self.root, name)!r} is empty: it holds no"
-                    f" {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files."
-                )
-            paths += files
-            labels += [label] * len(files)
+        class_dirs = [(label, os.path.join(self.root, name)) for label, name in enumerate(self.class_names)
+                      if name in folders]  # a val/test folder may lack a class; the training folder defines them
+        paths, labels = list_images(self.root, class_dirs)
         if not paths:
             raise ValueError(f"No images in {self.root!r}. {_LAYOUT}")
+        present = set(labels)
+        for label, class_dir in class_dirs:
+            if label not in present:
+                raise ValueError(
+                    f"Class folder {class_dir!r} is empty: it holds no"
+                    f" {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files."
+                )
         self.paths, self.labels, self._index_skips = paths, np.asarray(labels, np.int32), []
         probed = _probe_all(paths)
         self._keep([not isinstance(p, UnreadableImage) for p in probed], probed, folders)
@@ -209,7 +192,7 @@ class ImageFolderSource:
 
     def _record_skip(self, path: str, error: UnreadableImage) -> None:
         self._known_bad.add(path)
-        log.warning("Skipping %s: %s", path, error)
+        log.warning("Skipping %s: %s", printable(path), error)
         # One short O_APPEND write per line: atomic between grain worker processes.
         with open(self._skip_log, "a", encoding="utf-8") as f:
             f.write(json.dumps([path, str(error)]) + "\n")
@@ -225,12 +208,12 @@ class ImageFolderSource:
     def _fill_cache(self) -> None:
         shape = (len(self), self.image_size, self.image_size, self.channels)
         needed, available = int(np.prod(shape)), _available_memory()
-        log.info(f"--cache: {shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} uint8 from {self.root}"
+        log.info(f"data.cache: {shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} uint8 from {self.root}"
                  f" take {_gib(needed)} ({_gib(available) if available else 'unknown'} available)")
         if available is not None and needed > CACHE_MEMORY_FRACTION * available:
             raise ValueError(
-                f"--cache needs {_gib(needed)} for {self.root} but only {_gib(available)} of memory is"
-                f" available; drop --cache or use a smaller --image-size."
+                f"data.cache needs {_gib(needed)} for {self.root} but only {_gib(available)} of memory is"
+                f" available; drop data.cache or use a smaller data.image_size."
             )
         start = time.perf_counter()
         cache = np.empty(shape, np.uint8)  # filled in place: no second copy of the dataset
@@ -243,9 +226,9 @@ class ImageFolderSource:
 
         with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
             keep = list(pool.map(fill, range(len(self))))
-        self._keep(keep, [None] * len(keep), _visible_dirs(self.root))
+        self._keep(keep, [None] * len(keep), visible_dirs(self.root))
         self._cache = cache if all(keep) else cache[np.asarray(keep)]
-        log.info(f"--cache: decoded {len(self)} images in {time.perf_counter() - start:.1f} s")
+        log.info(f"data.cache: decoded {len(self)} images in {time.perf_counter() - start:.1f} s")
 
     def compute_stats(self, indices=None, max_images: int = STATS_IMAGES) -> tuple[tuple, tuple]:
         """Per-channel pixel (mean, std) on the 0..1 scale over up to `max_images` evenly spaced images.
@@ -286,15 +269,15 @@ DEMO_ROOT = os.path.join(os.path.dirname(__file__), "demo")
 
 def _subfolder(root: str, names: tuple[str, ...]) -> str | None:
     """The first of `names` (case-insensitive) that is a folder in `root`."""
-    by_lower = {name.lower(): name for name in _visible_dirs(root)}
+    by_lower = {name.lower(): name for name in visible_dirs(root)}
     return next((os.path.join(root, by_lower[n]) for n in names if n in by_lower), None)
 
 
 def _reject_archive_options(dataset: str, download: bool, label_mode) -> None:
     if download:
-        raise ValueError(f"--download does not apply to {dataset}: image folders are read from disk as they are.")
+        raise ValueError(f"data.download does not apply to {dataset}: image folders are read from disk as they are.")
     if label_mode is not None:
-        raise ValueError(f"--label-mode applies to cifar100 only, not to {dataset}.")
+        raise ValueError(f"data.label_mode applies to cifar100 only, not to {dataset}.")
 
 
 def folder_splits(name: str, train_dir: str, val_dir: str | None, test_dir: str | None, *, val_split: float,
@@ -370,7 +353,7 @@ def load_catdog(data_dir=None, *, val_split, split_seed, image_size=None, downlo
             f"  {root}/test_set/test_set/dogs/*.jpg\n"
             "(training_set/cats/... without the doubled folder works too).\n"
             f"Download it from {CATDOG_URL} (or `kaggle datasets download tongpython/cat-and-dog`),"
-            f" unzip it into {root}, or point --data-dir at the folder holding training_set/."
+            f" unzip it into {root}, or point data.dir at the folder holding training_set/."
         )
     return folder_splits("catdog", train_dir, None, _kaggle_split_dir(root, "test_set"), val_split=val_split,
                          split_seed=split_seed, image_size=image_size or MAX_DEFAULT_IMAGE_SIZE, cache=cache,
@@ -382,7 +365,7 @@ def load_demo(data_dir=None, *, val_split, split_seed, image_size=None, download
     """`--data demo`: 1,500 train + 400 test real Fashion-MNIST images (28x28 gray) shipped in the package."""
     _reject_archive_options("demo", download, label_mode)
     if data_dir is not None:
-        raise ValueError("--data-dir does not apply to demo: its images ship inside the jaxcnn package.")
+        raise ValueError("data.dir does not apply to demo: its images ship inside the jaxcnn package.")
     if not os.path.isdir(os.path.join(DEMO_ROOT, "train")):
         raise DataNotFoundError(f"The demo images are missing from {DEMO_ROOT}; regenerate them with"
                                 " `python scripts/make_demo_dataset.py`.")

@@ -25,10 +25,11 @@ from jaxcnn.data.splits import DataNotFoundError, DataSplits
 
 log = logging.getLogger(__name__)
 
-_SPLITS = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+_SPLITS = {  # the idx files of each split, and how many records each holds at most (the published count)
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
 }
+_SIDE = 28  # images are 28x28
 _UBYTE = 0x08  # idx type code of unsigned bytes, the only one these datasets use
 
 
@@ -39,12 +40,17 @@ class _Dataset:
     class_names: tuple[str, ...]
     torchvision_folder: str  # torchvision.datasets keeps the idx files in <root>/<this>/raw/
     system_dirs: tuple[str, ...]  # where an OS package installs the files
-    mirrors: tuple[str, ...]
-    md5: dict[str, str]  # published checksums of the .gz files
+    mirrors: tuple[str, ...]  # https only; each must serve the very files of `checksums`
+    checksums: dict[str, tuple[str, int]]  # .gz file -> (SHA-256, size in bytes)
     default_augment: str
 
     def resource(self, filename: str) -> Resource:
-        return Resource(filename + ".gz", self.md5[filename + ".gz"], tuple(m + filename + ".gz" for m in self.mirrors))
+        name = filename + ".gz"
+        return Resource(name, *self.checksums[name], tuple(m + name for m in self.mirrors))
+
+
+# SHA-256s and sizes as tensorflow-datasets 4.9.10 verifies them: tensorflow_datasets/url_checksums/
+# mnist.txt and fashion_mnist.txt in its wheel (the authors publish MD5s only).
 
 
 MNIST = _Dataset(
@@ -53,12 +59,13 @@ MNIST = _Dataset(
     class_names=tuple(str(d) for d in range(10)),
     torchvision_folder="MNIST",
     system_dirs=(),  # no distribution packages MNIST itself (`apt-cache search mnist`)
-    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-    md5={
-        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    # torchvision's mirror, then TFDS's (CVDF); yann.lecun.com serves plain http only.
+    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    checksums={
+        "train-images-idx3-ubyte.gz": ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9_912_422),
+        "train-labels-idx1-ubyte.gz": ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28_881),
+        "t10k-images-idx3-ubyte.gz": ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1_648_877),
+        "t10k-labels-idx1-ubyte.gz": ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4_542),
     },
     default_augment="none",  # a mirrored digit is another glyph
 )
@@ -70,15 +77,16 @@ FASHION_MNIST = _Dataset(
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     torchvision_folder="FashionMNIST",
     system_dirs=("/usr/share/datasets/fashion-mnist",),
+    # The authors' repository, then Keras's copy; their S3 website serves plain http only.
     mirrors=(
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
     ),
-    md5={
-        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    checksums={
+        "train-images-idx3-ubyte.gz": ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26_421_880),
+        "train-labels-idx1-ubyte.gz": ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29_515),
+        "t10k-images-idx3-ubyte.gz": ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4_422_102),
+        "t10k-labels-idx1-ubyte.gz": ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5_148),
     },
     default_augment="flip",  # garments are left-right symmetric
 )
@@ -98,11 +106,11 @@ def load_fashion_mnist(data_dir=None, *, val_split, split_seed, image_size=None,
 
 def _load(dataset: _Dataset, data_dir, val_split, split_seed, download, label_mode, cache) -> DataSplits:
     if label_mode is not None:
-        raise ValueError(f"--label-mode does not apply to {dataset.name} (it has one label); got {label_mode!r}")
+        raise ValueError(f"data.label_mode does not apply to {dataset.name} (it has one label); got {label_mode!r}")
     reject_cache(dataset.name, cache)
     data_dir = os.path.expanduser(data_dir or os.path.join("data", dataset.name))
     candidates = [data_dir, os.path.join(data_dir, dataset.torchvision_folder, "raw"), *dataset.system_dirs]
-    found = {d: {n: _find(d, n) for pair in _SPLITS.values() for n in pair} for d in candidates}
+    found = {d: {n: _find(d, n) for split in _SPLITS.values() for n in split[:2]} for d in candidates}
     folder = next((d for d in candidates if all(found[d].values())), None)
     if folder is None:
         if not download:
@@ -116,8 +124,9 @@ def _load(dataset: _Dataset, data_dir, val_split, split_seed, download, label_mo
     mean, std = PUBLISHED_STATS[dataset.name]
 
     def source(split: str) -> ArraySource:
-        images_file, labels_file = _SPLITS[split]
-        images, labels = read_idx(found[folder][images_file], 3), read_idx(found[folder][labels_file], 1)
+        images_file, labels_file, count = _SPLITS[split]
+        images = read_idx(found[folder][images_file], (count, _SIDE, _SIDE))
+        labels = read_idx(found[folder][labels_file], (count,))
         if len(images) != len(labels):
             raise ValueError(f"{folder}: {images_file} has {len(images)} images but {labels_file} "
                              f"has {len(labels)} labels.")
@@ -137,43 +146,59 @@ def _find(folder: str, name: str) -> str | None:
     return None
 
 
-def read_idx(path: str, ndim: int) -> np.ndarray:
-    """An idx file of unsigned bytes with `ndim` dimensions (gzipped when it ends in .gz).
+def read_idx(path: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An idx file of uint8 records of shape `shape[1:]`, at most `shape[0]` of them (gzipped if .gz).
 
     idx (LeCun's format): 2 zero bytes, a type byte (0x08 = uint8), the number of dimensions,
-    each dimension as a big-endian uint32, then the values row-major. Anything else, or a
-    length that disagrees with the header, is an error naming the file.
+    each dimension as a big-endian uint32, then the values row-major. Only as many bytes as the
+    header declares (plus one, to tell a longer file) are ever decompressed, in gzip's bounded
+    chunks, so a gzip bomb cannot fill memory. Anything else than a header within `shape` and
+    exactly its data is an error naming the file.
     """
-    with open(path, "rb") as f:
-        raw = f.read()
-    if path.endswith(".gz"):
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-            raise ValueError(f"{path} is a truncated or corrupt gzip file ({error}).") from error
-    magic = raw[:4]
+    header_size = 4 + 4 * len(shape)
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            declared = _idx_header(f.read(header_size), path, shape)
+            size = math.prod(declared)
+            data = f.read(size + 1)  # reaching the end also checks the gzip CRC
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path} is a truncated or corrupt gzip file ({error}).") from error
+    if len(data) > size:
+        raise ValueError(f"{path} is too long: it holds more than the {header_size + size} bytes its header"
+                         f" declares for {declared} values (refused unread: a corrupt file or a decompression bomb).")
+    if len(data) < size:
+        raise ValueError(f"{path} is truncated: {header_size + len(data)} bytes, but its header promises {declared}"
+                         f" values ({header_size + size} bytes).")
+    return np.frombuffer(data, np.uint8).reshape(declared)
+
+
+def _idx_header(header: bytes, path: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape an idx header declares, checked against `shape` (records of shape[1:], at most shape[0])."""
+    ndim = len(shape)
+    magic = header[:4]
     if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != _UBYTE or magic[3] != ndim:
         raise ValueError(f"{path} is not an idx file of {ndim}-D uint8 data: its magic number is "
                          f"{magic.hex() or 'missing'}, expected 0000080{ndim}.")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path} is truncated: {len(raw)} bytes, shorter than its {header}-byte header.")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + math.prod(shape)
-    if len(raw) != expected:
-        raise ValueError(f"{path} is {'truncated' if len(raw) < expected else 'too long'}: {len(raw)} "
-                         f"bytes, but its header promises {shape} values ({expected} bytes).")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+    if len(header) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: {len(header)} bytes, shorter than its {4 + 4 * ndim}-byte header.")
+    declared = struct.unpack(f">{ndim}I", header[4:])
+    if declared[0] == 0:
+        raise ValueError(f"{path} holds no records: its header declares shape {declared}.")
+    if declared[0] > shape[0] or declared[1:] != shape[1:]:
+        record = "x".join(map(str, shape[1:])) + " bytes" if ndim > 1 else "1 byte"
+        raise ValueError(f"{path} declares shape {declared}; this dataset's file holds at most {shape[0]} records"
+                         f" of {record}.")
+    return declared
 
 
 def _not_found_message(dataset: _Dataset, data_dir: str, candidates: list[str]) -> str:
-    files = ", ".join(n + "[.gz]" for pair in _SPLITS.values() for n in pair)
+    files = ", ".join(n + "[.gz]" for split in _SPLITS.values() for n in split[:2])
     where = "\n".join(f"  {d}/" for d in candidates)
     hint = ""
     if dataset is FASHION_MNIST:
         hint = " On Debian/Ubuntu, `apt install dataset-fashion-mnist` provides them."
     return (
         f"{dataset.title} not found. Looked for the four idx files ({files}) in:\n{where}\n"
-        f"Pass --download to fetch them (checksum-verified) from {dataset.mirrors[0]} into "
-        f"{data_dir}, or point --data-dir at the folder that holds them.{hint}"
+        f"Set data.download to fetch them (checksum-verified) from {dataset.mirrors[0]} into "
+        f"{data_dir}, or point data.dir at the folder that holds them.{hint}"
     )

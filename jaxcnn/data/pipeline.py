@@ -144,7 +144,7 @@ class Loader:
         if self._num_batches == 0:
             raise ValueError(
                 f"the training split has {len(source)} examples, fewer than one batch of {batch_size}; "
-                "lower --batch-size"
+                "lower data.batch_size"
             )
         transforms = build_transforms(augment, train=train, image_size=(height, width), hflip=hflip)
         transforms.append(ToChannels(channels))

@@ -79,8 +79,8 @@ def load_tfds(name: str, data_dir=None, *, val_split, split_seed, image_size=Non
     build = (f"pip install tensorflow tensorflow-datasets && tfds build {name} --file_format={_FORMAT}"
              + (f" --data_dir {data_dir}" if data_dir else ""))
     if download:
-        raise ValueError(f"--download does not apply to tfds:{name}: preparing a TFDS dataset needs "
-                         f"TensorFlow. Prepare it once with `{build}`, then read it here without --download.")
+        raise ValueError(f"data.download does not apply to tfds:{name}: preparing a TFDS dataset needs "
+                         f"TensorFlow. Prepare it once with `{build}`, then read it here without data.download.")
     try:
         builder = tfds.builder(name, data_dir=data_dir, file_format=_FORMAT)
     except tfds.core.registered.DatasetNotFoundError as error:
@@ -133,7 +133,7 @@ def _import_tfds():
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
-        raise ImportError(f"--data tfds:NAME needs tensorflow-datasets ({error}). Install it with "
+        raise ImportError(f"data.name tfds:NAME needs tensorflow-datasets ({error}). Install it with "
                           '`pip install "jaxcnn[tfds]"` (TensorFlow is not needed to read prepared data).') from error
     return tfds
 
@@ -159,7 +159,7 @@ def _label_feature(tfds, features, name: str, label_mode: str | None) -> str:
             return key
     if label_mode is None and len(labels) == 1:
         return labels[0]
-    raise ValueError(f"tfds:{name}: choose the label with --label-mode, one of {labels}"
+    raise ValueError(f"tfds:{name}: choose the label with data.label_mode, one of {labels}"
                      + (f" (got {label_mode!r})" if label_mode else "") + ".")
 
 
@@ -171,8 +171,8 @@ def _default_size(shape) -> int:
 def _to_memory(source: TfdsSource, shape) -> ArraySource:
     """Decode every record of `source` once into an ArraySource."""
     if None in shape[:2]:
-        raise ValueError(f"--cache needs fixed-size images, but tfds:{source.name} images are {shape}; "
-                         "run without --cache.")
+        raise ValueError(f"data.cache needs fixed-size images, but tfds:{source.name} images are {shape}; "
+                         "run without data.cache.")
     n = len(source)
     log.info("tfds:%s/%s: caching %d images of %s in memory (%.1f MiB)", source.name, source.split, n,
              tuple(shape), n * int(np.prod(shape)) / 2**20)

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import logging
+import os
 import pathlib
 
 import numpy as np
@@ -82,11 +83,22 @@ class RunLogger:
         self.message(format_epoch(row, total_epochs))
 
     def skipped_files(self, skipped: list[tuple[str, str]]) -> None:
-        """Write `skipped_files.txt` (path, tab, reason) and say so, whenever the list grew."""
+        """Write `skipped_files.txt` (path, tab, reason; a line each) and say so, whenever the list grew.
+
+        Any file name survives: paths are written as the file system's own bytes (`os.fsencode`),
+        so a name that is not UTF-8 (Linux allows any bytes but / and NUL) is kept exactly: the
+        first tab-separated field of a line, read as bytes, is the name (`os.fsdecode` gives the
+        str Python uses for it); escaping it instead would name another file. Reasons are UTF-8
+        on one line. Only a name holding a tab or newline itself (legal, rare) makes its line ambiguous.
+        """
         if len(skipped) > self._skipped_reported:
             path = self.run_dir / "skipped_files.txt"
-            path.write_text("".join(f"{file}\t{reason}\n" for file, reason in skipped))
-            self.message(f"Skipped {len(skipped)} unreadable file(s); listed in {path}")
+            path.write_bytes(b"".join(
+                os.fsencode(file) + b"\t" + " ".join(str(reason).split()).encode("utf-8", "backslashreplace") + b"\n"
+                for file, reason in skipped
+            ))
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # printable even if the run path is not UTF-8
+            self.message(f"Skipped {len(skipped)} unreadable file(s); listed in {shown}")
             self._skipped_reported = len(skipped)
 
     def finish(self, results: dict, class_names, split: str | None, config_values: dict, best_epoch: int | None) -> None:

@@ -161,7 +161,7 @@ def fit(
             loop.stop_reason = f"non-finite training loss ({train_loss}) in epoch {epoch}"
             logger.message(
                 f"Stopping: the training loss became {train_loss} in epoch {epoch}. "
-                "The checkpoints of earlier epochs are kept; try a lower --lr."
+                "The checkpoints of earlier epochs are kept; try a lower optim.learning_rate."
             )
             raise NonFiniteLossError(loop.stop_reason)
 
