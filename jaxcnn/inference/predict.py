@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxcnn.data.decode import UnreadableImage
-from jaxcnn.data.folder import IMAGE_EXTENSIONS
+from jaxcnn.data.scan import IMAGE_EXTENSIONS, list_images
 from jaxcnn.inference.run import TrainedModel
 
 OUTPUT_FORMATS = (".csv", ".json")
@@ -46,12 +46,9 @@ def find_images(patterns: Iterable[str]) -> tuple[list[str], list[tuple[str, str
 
 
 def _images_under(folder: str) -> list[str]:
-    found = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, n) for n in sorted(names)
-                  if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)]
-    return found
+    """Every image file under `folder`, as an image-folder dataset lists them (symlinks followed,
+    each folder entered and each file counted once, hidden ones skipped)."""
+    return list_images(os.path.dirname(os.path.abspath(folder)), [(0, folder)])[0]  # paths as given
 
 
 def _load_all(model: TrainedModel, paths: Sequence[str], pool) -> tuple[list, list[tuple[str, str]]]:

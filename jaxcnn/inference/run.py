@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxcnn.build import RunConfig
+from jaxcnn.builder import RunConfig
 from jaxcnn.inference.inputs import ImageLike, InputSpec
 
 CHECKPOINT_CHOICES = "'best', 'last' or an epoch number"
@@ -114,7 +114,7 @@ def read_inputs(run_dir, config: RunConfig) -> InputSpec:
     recorded = json.loads((pathlib.Path(run_dir) / "config.json").read_text())
     if "inputs" in recorded:
         return InputSpec.from_dict(recorded["inputs"])
-    from jaxcnn.build import _decode_size
+    from jaxcnn.builder import _decode_size
     from jaxcnn.data import load_data
 
     data = load_data(config.data.name, config.data.dir, val_split=config.data.val_split, split_seed=config.seed,
