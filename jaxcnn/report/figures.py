@@ -101,7 +101,7 @@ def plot_mistakes(mistakes: list[tuple[float, np.ndarray, int, int]], class_name
 
 def plot_reliability(bins: Calibration, path, title: str) -> None:
     """Accuracy per confidence bin against the diagonal of perfect calibration, with bin counts."""
-    fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, constrained_layout=True,
+    fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(6, 7), sharex=True, constrained_layout=True,
                                         gridspec_kw={"height_ratios": [3, 1]})
     width = np.diff(bins.edges)
     left = bins.edges[:-1]
@@ -117,8 +117,8 @@ def plot_reliability(bins: Calibration, path, title: str) -> None:
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(f"{title}\nexpected calibration error {bins.ece:.4f}", fontsize=10)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)  # below the panels: never over a bar
+    fig.suptitle(f"{title}\nexpected calibration error {bins.ece:.4f}", fontsize=10)
     counts_ax.bar(left, bins.counts, width=width, align="edge", color="gray", edgecolor="black")
     counts_ax.set_xlabel("confidence (top probability)")
     counts_ax.set_ylabel("examples")
