@@ -19,6 +19,9 @@ def _plot_learning_rate(ax, epochs: list, history: list[dict]):
     positive = [r for r in rates if r > 0]
     if positive and max(positive) > LOG_SCALE_RANGE * min(positive):
         lr_ax.set_yscale("log")
+    else:  # from 0, so a constant or gently changing LR reads as such
+        lr_ax.set_ylim(0, 1.1 * max(rates + [1e-12]))
+        lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     lr_ax.set_ylabel("learning rate", color="tab:gray")
     lr_ax.tick_params(axis="y", colors="tab:gray")
     return lr_ax
