@@ -84,6 +84,17 @@ def test_load_run_rejects_a_bad_checkpoint_or_folder(run_dir, tmp_path):
         jaxcnn.load_run(run_dir).predict(np.zeros((28, 28), np.float32))
 
 
+def test_a_run_without_recorded_inputs_gets_them_from_its_dataset(run_dir, tmp_path):
+    import shutil
+
+    old = tmp_path / "old-run"
+    shutil.copytree(run_dir, old, ignore=shutil.ignore_patterns("eval-*", "export"))
+    recorded = json.loads((old / "config.json").read_text())
+    del recorded["inputs"]  # as runs wrote config.json before load_run existed
+    (old / "config.json").write_text(json.dumps(recorded))
+    assert jaxcnn.load_run(old).inputs == jaxcnn.load_run(run_dir).inputs
+
+
 PREDICT_SCRIPT = """
 import json, sys
 import jax, jaxcnn
