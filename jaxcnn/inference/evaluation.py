@@ -34,7 +34,7 @@ def split_source(model: TrainedModel, split: str, data: str | None = None, data_
     name = data or config.data.name
     directory = data_dir if data or data_dir else config.data.dir
     splits = load_data(name, directory, val_split=config.data.val_split, split_seed=config.seed,
-                       image_size=model.inputs.decode_size, label_mode=config.data.label_mode)
+                       image_size=model.inputs.decode_size, label_mode=None if data else config.data.label_mode)
     if tuple(splits.class_names) != model.class_names:
         raise ValueError(f"dataset {name!r} has classes {', '.join(splits.class_names)}; the run was trained on "
                          f"{', '.join(model.class_names)} (the same classes in the same order are needed)")

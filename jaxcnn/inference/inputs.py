@@ -62,7 +62,8 @@ class InputSpec:
     @classmethod
     def from_data(cls, data, config) -> InputSpec:
         """The spec of a run of `config` on `data` (a `DataSplits`), as its evaluation loader sees it."""
-        from jaxcnn.data import Loader
+        from jaxcnn.data import Loader, Subset
+        from jaxcnn.data.folder import ImageFolderSource
 
         image_size = as_size(config.data.image_size or data.default_image_size)
         augment = config.data.augment or data.default_augment
@@ -71,9 +72,9 @@ class InputSpec:
                     std=data.std, augment=augment, channels=data.channels) as loader:
             normalize = loader.normalize
         source = data.train
-        while hasattr(source, "indices") and hasattr(source, "source"):  # a Subset
+        while isinstance(source, Subset):
             source = source.source
-        decode_size = getattr(source, "image_size", None) if hasattr(source, "paths") else None
+        decode_size = source.image_size if isinstance(source, ImageFolderSource) else None
         return cls(tuple(data.class_names), image_size, int(data.channels), tuple(normalize.mean),
                    tuple(normalize.std), augment, decode_size)
 
