@@ -84,7 +84,7 @@ def test_load_run_rejects_a_bad_checkpoint_or_folder(run_dir, tmp_path):
         jaxcnn.load_run(run_dir).predict(np.zeros((28, 28), np.float32))
 
 
-def test_a_run_without_recorded_inputs_gets_them_from_its_dataset(run_dir, tmp_path):
+def test_an_old_run_gets_its_inputs_from_its_dataset_and_loading_changes_nothing(run_dir, tmp_path):
     import shutil
 
     old = tmp_path / "old-run"
@@ -92,7 +92,10 @@ def test_a_run_without_recorded_inputs_gets_them_from_its_dataset(run_dir, tmp_p
     recorded = json.loads((old / "config.json").read_text())
     del recorded["inputs"]  # as runs wrote config.json before load_run existed
     (old / "config.json").write_text(json.dumps(recorded))
+    saving = old / "checkpoints" / "3.orbax-checkpoint-tmp-1700000000000000"  # as a run still training has
+    saving.mkdir()
     assert jaxcnn.load_run(old).inputs == jaxcnn.load_run(run_dir).inputs
+    assert saving.is_dir()  # loading touched nothing
 
 
 PREDICT_SCRIPT = """

@@ -169,7 +169,8 @@ def load_run(run_dir, checkpoint: str | int = "best", *, batch_size: int | None 
     mesh = make_mesh() if mesh is None else mesh
     model, target = abstract_state(config, inputs, mesh)
     best_metric = config.loop.best_metric
-    with Checkpointer(run_dir / "checkpoints", best_metric=best_metric, best_mode=metric_mode(best_metric)) as ckpt:
+    with Checkpointer(run_dir / "checkpoints", best_metric=best_metric, best_mode=metric_mode(best_metric),
+                      read_only=True) as ckpt:
         epoch = resolve_checkpoint(ckpt, checkpoint)
         state, _ = ckpt.restore(target, epoch)
     variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}

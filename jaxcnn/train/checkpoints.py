@@ -23,9 +23,13 @@ class Checkpointer:
     The best is the checkpoint with the highest (`best_mode="max"`) or lowest ("min") finite
     metric; on a tie the earlier epoch stays best (as "save when it improves" would), and a
     NaN or infinite metric ranks last, so a diverged epoch never becomes best.
+
+    `read_only` opens a run's checkpoints to restore only: nothing is saved, deleted or cleaned
+    up, so a run still training in that folder is left alone.
     """
 
-    def __init__(self, directory, *, best_metric: str = "val_accuracy", best_mode: str = "max"):
+    def __init__(self, directory, *, best_metric: str = "val_accuracy", best_mode: str = "max",
+                 read_only: bool = False):
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
         self.directory = os.path.abspath(directory)
@@ -38,7 +42,9 @@ class Checkpointer:
                 [LatestN(n=1), BestN(get_metric_fn=self._rank, reverse=best_mode == "min", n=1)]
             ),
             enable_async_checkpointing=True,
-            cleanup_tmp_directories=True,  # half-written saves of a killed run
+            cleanup_tmp_directories=not read_only,  # half-written saves of a killed run
+            read_only=read_only,
+            create=not read_only,
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
