@@ -43,9 +43,9 @@ class Checkpointer:
             ),
             enable_async_checkpointing=True,
             cleanup_tmp_directories=not read_only,  # half-written saves of a killed run
-            read_only=read_only,
             create=not read_only,
         )
+        self.read_only = read_only
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )
@@ -59,6 +59,8 @@ class Checkpointer:
 
     def save(self, epoch: int, state: TrainState, meta: dict, metrics: dict[str, float]) -> None:
         """Start saving `state` and `meta` as checkpoint `epoch` (returns before it is written)."""
+        if self.read_only:
+            raise ValueError(f"{self.directory} was opened read-only: it cannot save")
         if self.best_metric not in metrics:
             raise ValueError(
                 f"metrics must contain the best metric {self.best_metric!r}; got {sorted(metrics)}"
