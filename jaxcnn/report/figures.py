@@ -47,7 +47,7 @@ def plot_confusion(confusion: np.ndarray, class_names, path, title: str) -> None
     if n <= ANNOTATE_MAX_CLASSES:
         for (i, j), value in np.ndenumerate(normalized):
             if confusion[i, j]:
-                ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{100 * value:.0f}" if value >= 0.01 else "<1", ha="center", va="center", fontsize=7,
                         color="white" if value > 0.5 else "black")
     fig.colorbar(image, ax=ax, shrink=0.6, label="share of the true class" + (" (cells in %)" if n <= ANNOTATE_MAX_CLASSES else ""))
     fig.savefig(path, dpi=110)
