@@ -53,6 +53,8 @@ class RunConfig:
 
     def __post_init__(self):
         check_int("seed", self.seed)
+        if self.optim.plateau.metric.endswith("_ema") and self.loop.ema_decay is None:
+            raise ConfigError("optim.plateau.metric", f"{self.optim.plateau.metric} needs an EMA (loop.ema_decay)")
         if self.optim.warmup_epochs >= self.loop.epochs:
             raise ConfigError("optim.warmup_epochs", f"must be < loop.epochs ({self.loop.epochs}), "
                                                      f"got {self.optim.warmup_epochs}")
@@ -116,8 +118,9 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
         )
     model = config.model.build(num_classes)
     optimizer = make_optimizer(config.optim, steps_per_epoch=steps_per_epoch, epochs=config.loop.epochs)
-    state = create_train_state(jax.random.key(config.seed), model, optimizer, input_shape)
-    train_step, eval_step = compile_steps(mesh, label_smoothing=config.loop.label_smoothing)
+    state = create_train_state(jax.random.key(config.seed), model, optimizer, input_shape, ema=config.loop.ema())
+    train_step, eval_step = compile_steps(mesh, label_smoothing=config.loop.label_smoothing,
+                                          mixup=config.loop.mixup)
     plateau = config.optim.plateau if config.optim.schedule == "plateau" else None
     return Training(mesh, model, optimizer, plateau, replicate(state, mesh), train_step, eval_step)
 

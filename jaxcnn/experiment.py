@@ -107,7 +107,7 @@ def run(config: RunConfig, *, resume: bool = False) -> dict:
         results = {}
         if final is not None:
             results = _test_checkpoints(checkpointer, abstract_state, training.eval_step, final, split, mesh,
-                                        data.class_names, logger)
+                                        data.class_names, logger, best_is_ema=best_metric.endswith("_ema"))
         results.update(
             split=split if final is not None else None, epochs_completed=loop.epoch,
             stop_reason=str(failure or loop.stop_reason or "completed"), skipped_files=len(skipped),
@@ -119,17 +119,26 @@ def run(config: RunConfig, *, resume: bool = False) -> dict:
     return results
 
 
-def _test_checkpoints(checkpointer, state, eval_step, loader, split, mesh, class_names, logger) -> dict:
-    """Evaluate the best and the last checkpoint on the final split, as the tutorials report both."""
+def _test_checkpoints(checkpointer, state, eval_step, loader, split, mesh, class_names, logger,
+                      *, best_is_ema: bool) -> dict:
+    """Evaluate the best and the last checkpoint on the final split, as the tutorials report both,
+    and with an EMA also the last checkpoint's EMA weights (`ema`). When the best checkpoint was
+    chosen by an EMA metric, `best` is its EMA weights."""
     results = {}
-    for tag, epoch in (("best", checkpointer.best_epoch), ("last", checkpointer.latest_epoch)):
+    entries = [("best", checkpointer.best_epoch, best_is_ema), ("last", checkpointer.latest_epoch, False)]
+    if state.ema is not None:
+        entries.append(("ema", checkpointer.latest_epoch, True))
+    for tag, epoch, use_ema in entries:
         if epoch is None:
             continue
         restored, _ = checkpointer.restore(state, epoch)
-        result = evaluate(eval_step, restored, loader.epoch(0), mesh)
-        results[tag] = {"epoch": epoch, "checkpoint": str(checkpointer.path(epoch)), **result.as_dict(class_names)}
+        result = evaluate(eval_step, restored.ema_view() if use_ema else restored, loader.epoch(0), mesh)
+        results[tag] = {"epoch": epoch, "checkpoint": str(checkpointer.path(epoch)), "ema_weights": use_ema,
+                        **result.as_dict(class_names)}
+        what = "EMA weights of the last checkpoint" if tag == "ema" else (
+            f"{tag.capitalize()} checkpoint" + (" (its EMA weights)" if use_ema else ""))
         logger.message(
-            f"{tag.capitalize()} checkpoint (epoch {epoch}, {checkpointer.path(epoch)}): "
+            f"{what} (epoch {epoch}, {checkpointer.path(epoch)}): "
             f"{split} loss {result.loss:.4f}, accuracy {result.accuracy:.4f}"
         )
     return results

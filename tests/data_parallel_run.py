@@ -10,16 +10,44 @@ import jax
 import numpy as np
 
 from jaxcnn.train import (
+    EmaConfig,
+    MixupConfig,
+    OneCycleConfig,
     OptimConfig,
     PlateauConfig,
     compile_steps,
+    create_train_state,
     make_mesh,
     make_optimizer,
     replicate,
     shard_batch,
     step_plateau,
 )
-from train_helpers import make_batch, tiny_state
+from train_helpers import INPUT_SHAPE, TinyCNN, make_batch, tiny_state
+
+
+def recipe_run(mesh) -> dict:
+    """EMA + MixUp/CutMix + clipping + accumulation + one-cycle: the mixing pairs examples across
+    devices, the EMA and the accumulator are replicated state."""
+    optimizer = make_optimizer(
+        OptimConfig(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4, schedule="onecycle", clip_grad_norm=1.0, grad_accum_steps=2),
+        steps_per_epoch=4, epochs=1)
+    state = create_train_state(jax.random.key(1), TinyCNN(), optimizer, INPUT_SHAPE,
+                               ema=EmaConfig(decay=0.9, use_warmup=True))
+    state = replicate(state, mesh)
+    train_step, eval_step = compile_steps(
+        mesh, label_smoothing=0.1, mixup=MixupConfig(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5)
+    )
+    losses = []
+    for step in range(4):
+        state, metrics = train_step(state, shard_batch(make_batch(8, seed=20 + step), mesh))
+        losses.append(float(metrics["loss_sum"] / metrics["count"]))
+    evaluation = jax.device_get(eval_step(state.ema_view(), shard_batch(make_batch(8, seed=9), mesh)))
+    return {
+        "losses": losses,
+        "variables": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves((state.params, state.ema))],
+        "ema_eval_loss_sum": float(evaluation["loss_sum"]),
+    }
 
 
 def main():
@@ -53,6 +81,7 @@ def main():
         "eval": {name: np.asarray(value).tolist() for name, value in evaluation.items()},
         "batch_error": batch_error,
         "lr_scale": float(state.opt_state[1].scale),
+        "recipe": recipe_run(mesh),
     }))
 
 

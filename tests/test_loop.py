@@ -1,5 +1,7 @@
 """The epoch loop around the pure steps: early stopping, non-finite losses, Ctrl-C, resume state."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,13 +10,16 @@ import pytest
 from jaxcnn.models import create_model
 from jaxcnn.report.console import format_epoch
 from jaxcnn.train import (
+    PlateauConfig,
     OptimConfig,
     Checkpointer,
     EarlyStopping,
+    EmaConfig,
     LoopState,
     NonFiniteLossError,
     compile_steps,
     create_train_state,
+    evaluate,
     fit,
     make_mesh,
     make_optimizer,
@@ -138,3 +143,32 @@ def test_ctrl_c_keeps_the_last_completed_epoch(tmp_path):
     assert checkpointer.latest_epoch == 1
     assert "Last checkpoint: epoch 1" in recorder.messages[-1]
     checkpointer.close()
+
+
+def test_ema_and_top5_columns_and_an_ema_best_metric(tmp_path):
+    mesh = make_mesh()
+    tx = make_optimizer(
+        OptimConfig(name="adam", learning_rate=1e-3, schedule="constant"),
+        steps_per_epoch=3, epochs=1)
+    model = create_model("lenet5", 10)  # 10 outputs (labels 0-1): top-5 is reported
+    state = replicate(create_train_state(jax.random.key(0), model, tx, (28, 28, 1), ema=EmaConfig(0.5)), mesh)
+    train_step, eval_step = compile_steps(mesh)
+    recorder = Recorder()
+    with Checkpointer(tmp_path / "ckpt", best_metric="val_accuracy_ema") as checkpointer:
+        state, loop = fit(state, train_loader=ArrayLoader(), val_loader=ArrayLoader(seed=1), train_step=train_step,
+                          eval_step=eval_step, mesh=mesh, epochs=1, best_metric="val_accuracy_ema",
+                          checkpointer=checkpointer, logger=recorder, progress=False)
+        assert checkpointer.best_epoch == 1
+    (row,) = recorder.rows
+    assert {"train_top5", "val_top5", "val_loss_ema", "val_accuracy_ema", "val_top5_ema"} <= set(row)
+    ema = evaluate(eval_step, state.ema_view(), ArrayLoader(seed=1).epoch(1), mesh)
+    assert (row["val_loss_ema"], row["val_accuracy_ema"], row["val_top5_ema"]) == (ema.loss, ema.accuracy,
+                                                                                 ema.top5_accuracy)
+    assert row["val_loss_ema"] != row["val_loss"]  # the average (decay 0.5 over 3 updates) is not the model
+
+
+def test_an_ema_metric_needs_an_ema():
+    state = types.SimpleNamespace(ema=None)  # checked before anything runs
+    with pytest.raises(ValueError, match="'val_loss_ema' needs a state with an EMA"):
+        fit(state, train_loader=None, val_loader=object(), train_step=None, eval_step=None, mesh=None, epochs=1,
+            plateau=PlateauConfig(metric="val_loss_ema"), progress=False)

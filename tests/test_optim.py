@@ -2,13 +2,21 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from jaxcnn.train import (OptimConfig, PlateauConfig, current_learning_rate, make_optimizer, make_schedule,
-                          step_plateau)
+from jaxcnn.train import (
+    OneCycleConfig,
+    OptimConfig,
+    PlateauConfig,
+    current_learning_rate,
+    make_optimizer,
+    make_schedule,
+    step_plateau,
+)
 
 PARAMS = {"w": jnp.array([1.0, -2.0, 0.5])}
 GRADS = [np.array([0.5, 0.1, -0.3]), np.array([-0.2, 0.4, 0.1]), np.array([0.3, -0.6, 0.2])]
@@ -98,7 +106,8 @@ def test_current_learning_rate_is_the_one_of_the_last_update():
     "call, message",
     [
         (dict(name="rmsprop"), "name: unknown value 'rmsprop'. Valid: adam, adamw, sgd"),
-        (dict(name="sgd", schedule="linear"), "schedule: unknown value 'linear'. Valid: constant, cosine, step, plateau"),
+        (dict(name="sgd", schedule="linear"),
+         "schedule: unknown value 'linear'. Valid: constant, cosine, step, onecycle, plateau"),
         (dict(name="adam", nesterov=True), "nesterov: needs the 'sgd' optimizer"),
         (dict(name="sgd", schedule="cosine", milestones=(2,)), "milestones: apply to the 'step' schedule"),
         (dict(name="sgd", schedule="step"), "needs milestones"),
@@ -185,3 +194,140 @@ def test_plateau_agrees_with_torch(mode):
     lrs, _ = _plateau_lrs(config, metrics, learning_rate=0.1)
     assert len(set(expected)) > 3  # the sequence exercises several reductions and min_lr
     np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+
+
+def _torch_onecycle_lrs(total_steps, max_lr, pct_start, div_factor, final_div_factor):
+    torch = pytest.importorskip("torch")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=max_lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start, div_factor=div_factor,
+        final_div_factor=final_div_factor, anneal_strategy="cos", three_phase=False, cycle_momentum=False,
+    )
+    lrs = []
+    for _ in range(total_steps):  # the LR each optimizer.step() uses
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize(
+    "steps_per_epoch, epochs, pct_start, div_factor, final_div_factor",
+    [(10, 10, 0.3, 25.0, 1e4), (37, 1, 0.25, 10.0, 100.0), (3, 2, 0.5, 25.0, 1e4), (23, 1, 0.05, 25.0, 1e4)],
+)
+def test_onecycle_matches_torch_step_by_step(steps_per_epoch, epochs, pct_start, div_factor, final_div_factor):
+    expected = _torch_onecycle_lrs(steps_per_epoch * epochs, 0.4, pct_start, div_factor, final_div_factor)
+    config = OneCycleConfig(pct_start=pct_start, div_factor=div_factor, final_div_factor=final_div_factor)
+    schedule = make_schedule("onecycle", learning_rate=0.4, steps_per_epoch=steps_per_epoch, epochs=epochs,
+                             onecycle=config)
+    ours = [float(schedule(step)) for step in range(steps_per_epoch * epochs)]
+    # float32 vs torch's float64: near the end cos(pi * pct) + 1 loses digits (abs error ~1e-8)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_onecycle_hand_computed_values():
+    # 50 steps, pct_start 0.3: torch's warm-up ends at step 0.3 * 50 - 1 = 14, the anneal at 49.
+    schedule = make_schedule("onecycle", learning_rate=1.0, steps_per_epoch=10, epochs=5)
+    initial, final = 1.0 / 25, 1.0 / 25 / 1e4
+    cos_anneal = lambda start, end, pct: end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)  # noqa: E731
+    expected = {0: initial, 7: (initial + 1.0) / 2, 14: 1.0, 24: cos_anneal(1.0, final, 10 / 35), 49: final,
+                60: final}  # held after the last step
+    for step, value in expected.items():
+        assert math.isclose(float(schedule(step)), value, rel_tol=1e-5), step
+    # optax's cosine_onecycle_schedule peaks one step later (int(pct_start * total) = 15): not torch's
+    assert float(optax.cosine_onecycle_schedule(50, 1.0)(14)) < 0.999
+
+
+def test_onecycle_counts_optimizer_updates_under_accumulation():
+    tx = make_optimizer(
+        OptimConfig(name="sgd", learning_rate=1.0, schedule="onecycle", grad_accum_steps=2),
+        steps_per_epoch=20, epochs=5)  # 10 updates per epoch, 50 in all, as above
+    schedule = make_schedule("onecycle", learning_rate=1.0, steps_per_epoch=10, epochs=5)
+    params, state, update = PARAMS, tx.init(PARAMS), jax.jit(tx.update)
+    for micro_step in range(1, 31):  # 15 updates
+        updates, state = update({"w": jnp.ones(3)}, state, params)
+        params = optax.apply_updates(params, updates)
+        last_update = max(micro_step // 2 - 1, 0)  # the LR reported is the last update's
+        assert math.isclose(current_learning_rate(state), float(schedule(last_update)), rel_tol=1e-6)
+
+
+def test_clip_grad_norm_clips_the_raw_gradient_before_weight_decay():
+    tx = make_optimizer(
+        OptimConfig(name="sgd", learning_rate=1.0, momentum=0.0, weight_decay=0.1, clip_grad_norm=0.5, schedule="constant"),
+        steps_per_epoch=1, epochs=1)
+    grad = np.array([3.0, 0.0, 4.0])  # norm 5 -> scaled by 0.1
+    updates, _ = tx.update({"w": jnp.asarray(grad, jnp.float32)}, tx.init(PARAMS), PARAMS)
+    expected = -(grad * 0.5 / 5.0 + 0.1 * np.asarray(PARAMS["w"]))  # torch: clip_grad_norm_, then SGD
+    np.testing.assert_allclose(updates["w"], expected, rtol=1e-6)
+    small, _ = tx.update({"w": jnp.full(3, 0.1)}, tx.init(PARAMS), PARAMS)  # under the limit: unclipped
+    np.testing.assert_allclose(small["w"], -(0.1 + 0.1 * np.asarray(PARAMS["w"])), rtol=1e-6)
+
+
+def test_grad_accumulation_averages_k_gradients_into_one_update_with_plateau():
+    config = PlateauConfig(metric="val_loss", factor=0.5, patience=0)
+    tx = make_optimizer(
+        OptimConfig(name="sgd", learning_rate=1.0, momentum=0.0, schedule="plateau", plateau=config, grad_accum_steps=3),
+        steps_per_epoch=3, epochs=1)
+    state = tx.init(PARAMS)
+    for metric in (1.0, 2.0):  # halve the LR through the state MultiSteps wraps
+        state, _ = step_plateau(state, metric, config)
+    assert math.isclose(current_learning_rate(state), 0.5)
+    params, seen = PARAMS, []
+    for grad in GRADS:
+        updates, state = tx.update({"w": jnp.asarray(grad, jnp.float32)}, state, params)
+        params = optax.apply_updates(params, updates)
+        seen.append(np.asarray(params["w"]))
+    np.testing.assert_array_equal(seen[0], PARAMS["w"])  # micro-steps change nothing
+    np.testing.assert_array_equal(seen[1], PARAMS["w"])
+    np.testing.assert_allclose(seen[2], np.asarray(PARAMS["w"]) - 0.5 * np.mean(GRADS, axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (dict(schedule="onecycle", warmup_epochs=1), "has its own warm-up"),
+        (dict(clip_grad_norm=0.0), r"clip_grad_norm: must be > 0\.0, got 0\.0"),
+        (dict(grad_accum_steps=0), "grad_accum_steps: must be >= 1"),
+        (dict(grad_accum_steps=4), "must divide the 6 train steps per epoch"),
+    ],
+)
+def test_bad_recipe_settings_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        make_optimizer(OptimConfig(name="sgd", learning_rate=0.1, **call), steps_per_epoch=6, epochs=3)
+    with pytest.raises(ValueError, match=r"pct_start: must be in \(0\.0, 1\.0\)"):
+        OneCycleConfig(pct_start=1.0)
+    with pytest.raises(ValueError, match="onecycle settings apply to the 'onecycle'"):
+        make_schedule("cosine", learning_rate=0.1, steps_per_epoch=6, epochs=3, onecycle=OneCycleConfig())
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_onecycle_cycled_momentum_trains_like_torch_sgd(nesterov):
+    torch = pytest.importorskip("torch")
+    grads = np.random.default_rng(0).normal(size=(12, 3))
+    weight = torch.tensor(np.asarray(PARAMS["w"]), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=12)  # cycle_momentum=True
+    for grad in grads:
+        weight.grad = torch.tensor(grad)
+        optimizer.step()
+        scheduler.step()
+
+    config = OneCycleConfig(cycle_momentum=True)
+    tx = make_optimizer(
+        OptimConfig(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.01, schedule="onecycle", onecycle=config),
+        steps_per_epoch=6, epochs=2)
+    params, state = PARAMS, tx.init(PARAMS)
+    for grad in grads:
+        updates, state = tx.update({"w": jnp.asarray(grad, jnp.float32)}, state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(params["w"], weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_onecycle_momentum_runs_inverse_to_the_lr():
+    from jaxcnn.train.onecycle import onecycle_momentum_schedule
+
+    momentum = onecycle_momentum_schedule(50, OneCycleConfig(cycle_momentum=True))  # phase ends 14 and 49
+    values = [float(momentum(step)) for step in (0, 7, 14, 49)]
+    np.testing.assert_allclose(values, [0.95, 0.90, 0.85, 0.95], rtol=1e-6)
+    with pytest.raises(ValueError, match="cycle_momentum: applies to the 'sgd' optimizer only"):
+        OptimConfig(name="adam", learning_rate=0.1, schedule="onecycle", onecycle=OneCycleConfig(cycle_momentum=True))

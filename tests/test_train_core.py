@@ -49,6 +49,11 @@ def test_one_and_four_devices_train_and_evaluate_alike():
     np.testing.assert_allclose(four["eval"]["loss_sum"], one["eval"]["loss_sum"], atol=1e-5)
     assert one["batch_error"] is None
     assert "batch size 6" in four["batch_error"] and "4 devices" in four["batch_error"]
+    # EMA + MixUp/CutMix + clipping + accumulation: the same numbers on 1 and 4 devices
+    np.testing.assert_allclose(four["recipe"]["losses"], one["recipe"]["losses"], rtol=0, atol=1e-5)
+    for a, b in zip(four["recipe"]["variables"], one["recipe"]["variables"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(four["recipe"]["ema_eval_loss_sum"], one["recipe"]["ema_eval_loss_sum"], atol=1e-5)
 
 
 @pytest.fixture(scope="module")

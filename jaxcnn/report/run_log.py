@@ -15,15 +15,24 @@ from tensorboardX import SummaryWriter
 from jaxcnn.report.console import format_epoch
 from jaxcnn.report.plots import plot_history
 
-METRIC_COLUMNS = (
+METRIC_COLUMNS = (  # every run (val_* empty without a validation set)
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds", "images_per_second",
 )
+# runs that have them: top-5 with 6+ classes, the *_ema columns with an EMA of the weights
+OPTIONAL_COLUMNS = ("train_top5", "val_top5", "val_loss_ema", "val_accuracy_ema", "val_top5_ema")
 
 # Grouped so that TensorBoard draws train and validation of one metric in one chart.
 TENSORBOARD_TAGS = {
-    "train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy": "accuracy/train",
-    "val_accuracy": "accuracy/val", "lr": "lr", "images_per_second": "speed/images_per_second",
+    "train_loss": "loss/train", "val_loss": "loss/val", "val_loss_ema": "loss/val_ema",
+    "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "val_accuracy_ema": "accuracy/val_ema",
+    "train_top5": "accuracy_top5/train", "val_top5": "accuracy_top5/val", "val_top5_ema": "accuracy_top5/val_ema",
+    "lr": "lr", "images_per_second": "speed/images_per_second",
 }
+
+
+def metric_columns(row: dict) -> tuple[str, ...]:
+    """The metrics.csv columns of a run whose epochs produce rows like `row`."""
+    return METRIC_COLUMNS + tuple(name for name in OPTIONAL_COLUMNS if name in row)
 
 
 def write_json(path, obj) -> None:
@@ -63,10 +72,9 @@ class RunLogger:
         self.run_dir = pathlib.Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.history = list(history)
-        with open(self.run_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore")  # no val_* without validation
-            writer.writeheader()
-            writer.writerows(self.history)
+        self._columns = None  # from the first row: which optional columns this run has
+        if self.history:
+            self._write_csv("w", self.history)
         self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=len(self.history) + 1)
         self._logger = logging.getLogger("jaxcnn")
         self._skipped_reported = 0
@@ -74,13 +82,22 @@ class RunLogger:
 
     def epoch_end(self, row: dict, total_epochs: int) -> None:
         self.history.append(row)
-        with open(self.run_dir / "metrics.csv", "a", newline="") as f:
-            csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore").writerow(row)
+        self._write_csv("a" if self._columns else "w", [row])
         for key, tag in TENSORBOARD_TAGS.items():
             if key in row:
                 self._tensorboard.add_scalar(tag, row[key], row["epoch"])
         self._tensorboard.flush()
         self.message(format_epoch(row, total_epochs))
+
+    def _write_csv(self, mode: str, rows: list[dict]) -> None:
+        """Start metrics.csv ("w": header, then `rows`) or append `rows` to it ("a")."""
+        if self._columns is None:
+            self._columns = metric_columns(rows[0])
+        with open(self.run_dir / "metrics.csv", mode, newline="") as f:
+            writer = csv.DictWriter(f, self._columns, extrasaction="ignore")
+            if mode == "w":
+                writer.writeheader()
+            writer.writerows(rows)
 
     def skipped_files(self, skipped: list[tuple[str, str]]) -> None:
         """Write `skipped_files.txt` (path, tab, reason; a line each) and say so, whenever the list grew.

@@ -1,12 +1,16 @@
-"""Training: a pure, sharded train/eval step on a TrainState pytree, optax optimizers and
-schedules (incl. torch-style reduce-on-plateau), Orbax best/latest checkpoints, and the epoch
-loop (`fit`) that drives them."""
+"""Training: a pure, sharded train/eval step on a TrainState pytree (optionally with an EMA of
+the weights and MixUp/CutMix on the device), optax optimizers and schedules (incl. torch-style
+reduce-on-plateau and one-cycle, gradient clipping and accumulation), Orbax best/latest
+checkpoints, and the epoch loop (`fit`) that drives them."""
 
 from jaxcnn.train.checkpoints import Checkpointer
+from jaxcnn.train.ema import EmaConfig, EmaState
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import EvalResult, evaluate
 from jaxcnn.train.loop import LogLogger, LoopConfig, LoopState, NonFiniteLossError, fit
 from jaxcnn.train.metrics import METRIC_MODES, metric_mode
+from jaxcnn.train.mixup import MixupConfig
+from jaxcnn.train.onecycle import OneCycleConfig, onecycle_schedule
 from jaxcnn.train.optim import (
     OPTIMIZERS,
     OptimConfig,
@@ -18,11 +22,13 @@ from jaxcnn.train.optim import (
 from jaxcnn.train.plateau import PlateauConfig, PlateauState, scale_by_plateau, step_plateau
 from jaxcnn.train.sharding import compile_steps, make_mesh, replicate, shard_batch
 from jaxcnn.train.state import TrainState, create_train_state
-from jaxcnn.train.steps import cross_entropy, eval_step, train_step
+from jaxcnn.train.steps import cross_entropy, eval_step, mixed_cross_entropy, train_step
 
 __all__ = [
     "Checkpointer",
     "EarlyStopping",
+    "EmaConfig",
+    "EmaState",
     "EvalResult",
     "LogLogger",
     "LoopConfig",
@@ -30,6 +36,8 @@ __all__ = [
     "METRIC_MODES",
     "NonFiniteLossError",
     "OPTIMIZERS",
+    "MixupConfig",
+    "OneCycleConfig",
     "OptimConfig",
     "PlateauConfig",
     "PlateauState",
@@ -46,6 +54,8 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "metric_mode",
+    "mixed_cross_entropy",
+    "onecycle_schedule",
     "replicate",
     "scale_by_plateau",
     "shard_batch",

@@ -33,12 +33,14 @@ def sum_metrics(per_step: list[dict]) -> dict[str, np.ndarray]:
 
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
-    """Loss, accuracy and per-class accuracy of one pass over a split; `confusion[true, pred]`."""
+    """Loss, accuracy and per-class accuracy of one pass over a split; `confusion[true, pred]`;
+    `top5_accuracy` is None for models with fewer than 6 classes."""
 
     loss: float
     accuracy: float
     count: int
     confusion: np.ndarray
+    top5_accuracy: float | None = None
 
     @property
     def per_class_accuracy(self) -> np.ndarray:
@@ -46,9 +48,11 @@ class EvalResult:
         return np.divide(np.diag(self.confusion), totals, out=np.full(len(totals), np.nan), where=totals > 0)
 
     def as_dict(self, class_names) -> dict:
+        top5 = {} if self.top5_accuracy is None else {"top5_accuracy": self.top5_accuracy}
         return {
             "loss": self.loss,
             "accuracy": self.accuracy,
+            **top5,
             "examples": self.count,
             "per_class_accuracy": {
                 name: (None if np.isnan(acc) else float(acc))
@@ -69,4 +73,5 @@ def evaluate(eval_step: Callable, state, batches: Iterable[dict], mesh) -> EvalR
         accuracy=float(totals["correct"] / count),
         count=int(count),
         confusion=np.asarray(totals["confusion"]),
+        top5_accuracy=float(totals["correct_top5"] / count) if "correct_top5" in totals else None,
     )

@@ -4,7 +4,10 @@ The best checkpoint, early stopping and the plateau schedule each watch one of t
 validation set (`val_split=0`) only the training metrics exist, and a run watches `train_loss`.
 """
 
-METRIC_MODES = {"val_accuracy": "max", "val_loss": "min", "train_accuracy": "max", "train_loss": "min"}
+METRIC_MODES = {
+    "val_accuracy": "max", "val_loss": "min", "train_accuracy": "max", "train_loss": "min",
+    "val_accuracy_ema": "max", "val_loss_ema": "min",  # the EMA weights' (runs with an EMA)
+}
 WITHOUT_VALIDATION = "train_loss"
 
 

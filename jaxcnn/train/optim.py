@@ -2,21 +2,31 @@
 
 - `sgd` (momentum, nesterov) and `adam` take `weight_decay` as torch does: L2 added to the
   gradient before the optimizer (`add_decayed_weights` first); `adamw` decays decoupled.
-- Schedules are per step: `constant`; `cosine` to 0 at the last step; `step` multiplies by
-  `gamma` at each milestone epoch (torch MultiStepLR); `plateau` keeps the LR constant and
-  multiplies it by the `PlateauState` scale that `step_plateau` lowers once per epoch.
-  `warmup_epochs` prepends a linear ramp from 0 to `learning_rate` to any of them.
+- Schedules are per optimizer update: `constant`; `cosine` to 0 at the last step; `step`
+  multiplies by `gamma` at each milestone epoch (torch MultiStepLR); `onecycle` is torch's
+  `OneCycleLR` (`OneCycleConfig`; momentum cycling optional, sgd only); `plateau` keeps the LR
+  constant and multiplies it by the `PlateauState` scale that `step_plateau` lowers once per
+  epoch. `warmup_epochs` prepends a linear ramp from 0 to `learning_rate` to any of them but
+  `onecycle` (which has its own).
 - The learning rate is an injected hyperparameter (`optax.inject_hyperparams`), so the LR
   used by the last update can be read back from `opt_state` for logging.
+- `clip_grad_norm` clips the raw gradient's global norm before weight decay and the optimizer
+  (torch's `clip_grad_norm_` before `optimizer.step()`; optax scales by max_norm / norm, torch
+  by max_norm / (norm + 1e-6): a relative difference of 1e-6 / norm); `grad_accum_steps=K` wraps everything in
+  `optax.MultiSteps`: K train steps average their gradients into one update (see
+  `make_optimizer`).
 """
 
 import collections
 import dataclasses
 from typing import Sequence
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from jaxcnn.config import ConfigError, check_choice, check_float, check_int, option
+from jaxcnn.train.onecycle import OneCycleConfig, onecycle_momentum_schedule, onecycle_schedule
 from jaxcnn.train.plateau import (
     PlateauConfig,
     find_plateau_state,
@@ -25,7 +35,7 @@ from jaxcnn.train.plateau import (
 )
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "step", "plateau")
+SCHEDULES = ("constant", "cosine", "step", "onecycle", "plateau")
 
 
 def make_schedule(
@@ -37,8 +47,13 @@ def make_schedule(
     warmup_epochs: float = 0,
     milestones: Sequence[int] = (),
     gamma: float = 0.1,
+    onecycle: OneCycleConfig | None = None,
 ) -> optax.Schedule:
-    """The scheduled LR as a function of the optimizer step (`plateau` is constant here)."""
+    """The scheduled LR as a function of the optimizer update (`plateau` is constant here).
+
+    `steps_per_epoch` counts optimizer updates; `onecycle` (default `OneCycleConfig()`) applies
+    to the 'onecycle' schedule only, whose peak LR is `learning_rate`.
+    """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; valid schedules: {', '.join(SCHEDULES)}")
     if learning_rate <= 0 or steps_per_epoch < 1 or epochs < 1:
@@ -52,6 +67,12 @@ def make_schedule(
         raise ValueError(f"milestones apply to the 'step' schedule only, not {name!r}")
     if name == "step" and (not milestones or any(int(m) != m or m < 1 for m in milestones)):
         raise ValueError(f"the 'step' schedule needs milestones (epochs >= 1), got {milestones!r}")
+    if onecycle is not None and name != "onecycle":
+        raise ValueError(f"onecycle settings apply to the 'onecycle' schedule only, not {name!r}")
+    if name == "onecycle":
+        if warmup_epochs:
+            raise ValueError("the 'onecycle' schedule has its own warm-up (pct_start); use warmup_epochs=0")
+        return onecycle_schedule(epochs * steps_per_epoch, learning_rate, onecycle or OneCycleConfig())
 
     warmup_steps = round(warmup_epochs * steps_per_epoch)  # a fractional epoch is fine
     if name == "cosine":
@@ -93,6 +114,11 @@ class OptimConfig:
                                              "e.g. 100,150", metavar="E1,E2,...")
     gamma: float = option(0.1, "step schedule: LR factor at each milestone")
     plateau: PlateauConfig = option(PlateauConfig(patience=4), "plateau schedule settings", flag="--plateau-")
+    onecycle: OneCycleConfig = option(OneCycleConfig(), "onecycle schedule settings", flag="--onecycle-")
+    clip_grad_norm: float | None = option(None, "clip the global gradient norm to this before weight decay "
+                                                "and the optimizer (torch clip_grad_norm_)")
+    grad_accum_steps: int = option(1, "average the gradients of this many batches into one update "
+                                      "(optax.MultiSteps); must divide the batches per epoch")
 
     def __post_init__(self):
         check_choice("name", self.name, OPTIMIZERS)
@@ -102,8 +128,15 @@ class OptimConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_float("warmup_epochs", self.warmup_epochs, low=0.0)
         check_float("gamma", self.gamma, low=0.0, low_open=True)
-        if self.nesterov and (self.name != "sgd" or not self.momentum):
+        cycle_momentum = self.schedule == "onecycle" and self.onecycle.cycle_momentum
+        if self.nesterov and (self.name != "sgd" or not (self.momentum or cycle_momentum)):
             raise ConfigError("nesterov", "needs the 'sgd' optimizer with momentum > 0")
+        if cycle_momentum and self.name != "sgd":
+            raise ConfigError("onecycle.cycle_momentum", f"applies to the 'sgd' optimizer only, not {self.name!r}")
+        if self.schedule == "onecycle" and self.warmup_epochs:
+            raise ConfigError("warmup_epochs", "the 'onecycle' schedule has its own warm-up (onecycle.pct_start); use 0")
+        check_float("clip_grad_norm", self.clip_grad_norm, low=0.0, low_open=True, optional=True)
+        check_int("grad_accum_steps", self.grad_accum_steps, minimum=1)
         for milestone in self.milestones:
             check_int("milestones", milestone, minimum=1)
         if self.milestones and self.schedule != "step":
@@ -113,31 +146,80 @@ class OptimConfig:
 
 
 def make_optimizer(config: OptimConfig, *, steps_per_epoch: int, epochs: int) -> optax.GradientTransformation:
-    """The optax optimizer of `config`, its LR schedule laid over `epochs` of `steps_per_epoch`
-    updates (see the module docstring)."""
-    lr_schedule = make_schedule(
-        config.schedule,
-        learning_rate=config.learning_rate,
-        steps_per_epoch=steps_per_epoch,
-        epochs=epochs,
-        warmup_epochs=config.warmup_epochs,
-        milestones=config.milestones,
-        gamma=config.gamma,
-    )
+    """The optax optimizer of `config` (see the module docstring), its LR schedule laid over
+    `epochs` of `steps_per_epoch` train steps (batches).
+
+    With `grad_accum_steps=K` the optimizer (clipping, decay, schedule, plateau scale: all of it)
+    runs once per K train steps on the mean of their K gradients (`optax.MultiSteps`); in between
+    it returns zero updates. The schedule therefore counts updates, `steps_per_epoch // K` per
+    epoch, and K must divide `steps_per_epoch` so that every epoch ends on an update (its
+    checkpoint and validation see no half-accumulated gradient). The K gradients are each a
+    masked mean over their batch, so K full batches average exactly as one batch of K*B; a batch
+    holding masked slots (read failures) weighs in as a whole batch.
+    """
+    accumulate = config.grad_accum_steps
+    if steps_per_epoch % accumulate:
+        raise ConfigError(
+            "optim.grad_accum_steps",
+            f"{accumulate} must divide the {steps_per_epoch} train steps per epoch, so that every epoch "
+            "ends on an optimizer update; choose another grad_accum_steps or batch size",
+        )
+    onecycle = config.onecycle if config.schedule == "onecycle" else None
+    cycle_momentum = onecycle is not None and onecycle.cycle_momentum
+    updates_per_epoch = steps_per_epoch // accumulate
+    hyperparams = {
+        "learning_rate": make_schedule(
+            config.schedule, learning_rate=config.learning_rate, steps_per_epoch=updates_per_epoch,
+            epochs=epochs, warmup_epochs=config.warmup_epochs, milestones=config.milestones,
+            gamma=config.gamma, onecycle=onecycle,
+        )
+    }
+    if cycle_momentum:
+        hyperparams["momentum"] = onecycle_momentum_schedule(epochs * updates_per_epoch, onecycle)
 
     def optimizer(learning_rate):
-        if config.name == "adamw":
-            return optax.adamw(learning_rate, weight_decay=config.weight_decay)
-        if config.name == "adam":
-            base = optax.adam(learning_rate)
-        else:
-            base = optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
-        return optax.chain(optax.add_decayed_weights(config.weight_decay), base) if config.weight_decay else base
+        return _base_optimizer(config, learning_rate, config.momentum or None)
 
-    tx = optax.inject_hyperparams(optimizer)(learning_rate=lr_schedule)
+    def cycled_momentum_optimizer(learning_rate, momentum):
+        return _base_optimizer(config, learning_rate, momentum)
+
+    tx = optax.inject_hyperparams(cycled_momentum_optimizer if cycle_momentum else optimizer)(**hyperparams)
+    if config.clip_grad_norm is not None:
+        tx = optax.chain(optax.clip_by_global_norm(config.clip_grad_norm), tx)
     if config.schedule == "plateau":
         tx = optax.chain(tx, scale_by_plateau(config.plateau.mode))
+    if accumulate > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
     return tx
+
+
+def _base_optimizer(config: OptimConfig, learning_rate, momentum) -> optax.GradientTransformation:
+    """torch's SGD/Adam (L2 added to the gradient first) or AdamW (decoupled decay); `momentum`
+    None: plain SGD without a trace."""
+    if config.name == "adamw":
+        return optax.adamw(learning_rate, weight_decay=config.weight_decay)
+    if config.name == "adam":
+        base = optax.adam(learning_rate)
+    else:
+        base = optax.sgd(learning_rate, momentum=momentum, nesterov=config.nesterov)
+    return optax.chain(optax.add_decayed_weights(config.weight_decay), base) if config.weight_decay else base
+
+
+def _is_multi_steps_state(node) -> bool:
+    return isinstance(node, optax.MultiStepsState)
+
+
+def optimizer_updates(opt_state: optax.OptState, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(whether the train step that produced `opt_state` applied an update, updates applied
+    so far) -- for use inside the step, after `tx.update`; `step` is the new train-step count.
+
+    Without gradient accumulation every train step is an update; with it (`optax.MultiSteps`)
+    an update happens when its mini-step counter wraps to 0.
+    """
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_multi_steps_state) if _is_multi_steps_state(s)]
+    if not found:
+        return jnp.asarray(True), step
+    return found[0].mini_step == 0, found[0].gradient_step
 
 
 def current_learning_rate(opt_state: optax.OptState) -> float:

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxcnn.train.mixup import MixupConfig
 from jaxcnn.train.steps import eval_step, train_step
 
 
@@ -48,17 +49,24 @@ def replicate(tree, mesh: Mesh):
 
 
 def compile_steps(
-    mesh: Mesh, *, label_smoothing: float = 0.0, aux_loss_weight: float = 0.3
+    mesh: Mesh,
+    *,
+    label_smoothing: float = 0.0,
+    aux_loss_weight: float = 0.3,
+    mixup: MixupConfig | None = None,
 ) -> tuple[Callable, Callable]:
-    """Jitted (train_step, eval_step) with explicit shardings for `mesh`.
+    """Jitted (train_step, eval_step) with explicit shardings for `mesh`; the keyword arguments
+    are the train step's static settings.
 
     The train step donates the incoming state (its buffers are reused for the new one), so the
-    caller must keep only the returned state. Metrics come back replicated.
+    caller must keep only the returned state. Metrics come back replicated. MixUp/CutMix pair
+    examples across the whole global batch (XLA moves the flipped half between devices), so
+    N devices mix exactly as one does.
     """
     data, replicated = _data_sharding(mesh), _replicated(mesh)
     jit_train_step = jax.jit(
         functools.partial(
-            train_step, label_smoothing=label_smoothing, aux_loss_weight=aux_loss_weight
+            train_step, label_smoothing=label_smoothing, aux_loss_weight=aux_loss_weight, mixup=mixup
         ),
         in_shardings=(replicated, data),
         out_shardings=(replicated, replicated),

@@ -2,26 +2,45 @@
 
 Batches are dicts {"image": (B, H, W, C) float, "label": (B,) int, "mask": (B,) float}; an
 example with mask 0 is padding and counts nowhere. Metrics are masked *sums* (loss_sum,
-correct, count), so epoch averages are exact however the last batch was padded.
+correct, count, and correct_top5 for models with at least `TOP5_MIN_CLASSES` classes), so
+epoch averages are exact however the last batch was padded.
 """
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxcnn.train.ema import update_ema
+from jaxcnn.train.mixup import MixedBatch, MixupConfig, mix_batch
+from jaxcnn.train.optim import optimizer_updates
 from jaxcnn.train.state import TrainState
 
 Metrics = dict[str, jax.Array]
+TOP5_MIN_CLASSES = 6  # top-5 accuracy is reported from 6 classes up (with 5 or fewer it is 1)
+
+
+def _targets(labels: jax.Array, num_classes: int, label_smoothing: float) -> jax.Array:
+    targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    return optax.smooth_labels(targets, label_smoothing) if label_smoothing else targets
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
     """Per-example softmax cross entropy in float32, with torch-style label smoothing
     (targets (1 - s) * one_hot + s / C)."""
     logits = logits.astype(jnp.float32)
-    targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
+    return optax.softmax_cross_entropy(logits, _targets(labels, logits.shape[-1], label_smoothing))
+
+
+def mixed_cross_entropy(
+    logits: jax.Array, labels: jax.Array, mixed: MixedBatch, label_smoothing: float = 0.0
+) -> jax.Array:
+    """Cross entropy against timm's mixed targets, per example:
+    lam * smooth(one_hot(label)) + (1 - lam) * smooth(one_hot(partner_label))."""
+    logits = logits.astype(jnp.float32)
+    own = _targets(labels, logits.shape[-1], label_smoothing)
+    partner = _targets(mixed.partner_label, logits.shape[-1], label_smoothing)
+    lam = mixed.lam[:, None]
+    return optax.softmax_cross_entropy(logits, lam * own + (1.0 - lam) * partner)
 
 
 def _variables(params, batch_stats) -> dict:
@@ -31,11 +50,16 @@ def _variables(params, batch_stats) -> dict:
 def _masked_metrics(logits: jax.Array, per_example_loss: jax.Array, batch: dict) -> Metrics:
     mask = batch["mask"].astype(jnp.float32)
     correct = (jnp.argmax(logits, axis=-1) == batch["label"]).astype(jnp.float32)
-    return {
+    metrics = {
         "loss_sum": jnp.sum(per_example_loss * mask),
         "correct": jnp.sum(correct * mask),
         "count": jnp.sum(mask),
     }
+    if logits.shape[-1] >= TOP5_MIN_CLASSES:  # static: the number of classes is a shape
+        _, top5 = jax.lax.top_k(logits, 5)
+        in_top5 = jnp.any(top5 == batch["label"][:, None], axis=-1).astype(jnp.float32)
+        metrics["correct_top5"] = jnp.sum(in_top5 * mask)
+    return metrics
 
 
 def train_step(
@@ -44,17 +68,36 @@ def train_step(
     *,
     label_smoothing: float = 0.0,
     aux_loss_weight: float = 0.3,
+    mixup: MixupConfig | None = None,
 ) -> tuple[TrainState, Metrics]:
-    """One optimizer update on the masked mean cross entropy.
+    """One optimizer step on the masked mean cross entropy (one micro-step of an update when the
+    optimizer accumulates gradients).
 
     Models that sow auxiliary logits into the 'aux_logits' collection (GoogLeNet) add
     `aux_loss_weight * CE(aux)` per head to the optimised loss; the reported `loss_sum` is the
     main head's alone. Dropout uses a key split from `state.rng`; BatchNorm statistics are
-    updated from the (unpadded) training batch.
+    updated from the (unpadded) training batch, every train step -- under gradient
+    accumulation that is every micro-batch (K momentum updates per optimizer update, each from
+    B examples, as in torch), so only a model without BatchNorm trains exactly as with one
+    batch of K*B. With an active `mixup` the
+    batch is mixed on the device with a third key split from `state.rng` (so enabling it also
+    changes the dropout stream), the loss is against the mixed targets, and `correct` counts
+    the argmax against the original labels (as timm). With `state.ema`, the average is
+    updated after each optimizer update.
     """
-    rng, dropout_rng = jax.random.split(state.rng)
+    mixed = None
+    if mixup is not None and mixup.active:
+        rng, dropout_rng, mix_rng = jax.random.split(state.rng, 3)
+        mixed = mix_batch(mix_rng, batch, mixup)
+    else:
+        rng, dropout_rng = jax.random.split(state.rng)
     mask = batch["mask"].astype(jnp.float32)
     count = jnp.sum(mask)
+
+    def per_example_loss(logits):
+        if mixed is None:
+            return cross_entropy(logits, batch["label"], label_smoothing)
+        return mixed_cross_entropy(logits, batch["label"], mixed, label_smoothing)
 
     def masked_mean(per_example):
         return jnp.sum(per_example * mask) / jnp.maximum(count, 1.0)
@@ -62,20 +105,23 @@ def train_step(
     def loss_fn(params):
         logits, updated = state.apply_fn(
             _variables(params, state.batch_stats),
-            batch["image"],
+            batch["image"] if mixed is None else mixed.image,
             train=True,
             rngs={"dropout": dropout_rng},
             mutable=["batch_stats", "aux_logits"],
         )
-        per_example = cross_entropy(logits, batch["label"], label_smoothing)
+        per_example = per_example_loss(logits)
         loss = masked_mean(per_example)
         for aux_logits in jax.tree.leaves(updated.get("aux_logits", {})):
-            loss += aux_loss_weight * masked_mean(
-                cross_entropy(aux_logits, batch["label"], label_smoothing)
-            )
+            loss += aux_loss_weight * masked_mean(per_example_loss(aux_logits))
         return loss, (logits, per_example, updated.get("batch_stats", state.batch_stats))
 
     grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    return _apply_gradients(state, grads, batch_stats, rng), _masked_metrics(logits, per_example, batch)
+
+
+def _apply_gradients(state: TrainState, grads, batch_stats, rng: jax.Array) -> TrainState:
+    """The optimizer step, then the EMA (which moves only when the optimizer applied an update)."""
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1,
@@ -84,12 +130,18 @@ def train_step(
         opt_state=opt_state,
         rng=rng,
     )
-    return new_state, _masked_metrics(logits, per_example, batch)
+    if state.ema is None:
+        return new_state
+    applied, update = optimizer_updates(opt_state, new_state.step)
+    return new_state.replace(
+        ema=update_ema(state.ema, new_state.params, batch_stats, applied=applied, update=update)
+    )
 
 
 def eval_step(state: TrainState, batch: dict) -> Metrics:
-    """Masked sums of the plain (unsmoothed) cross entropy and of correct predictions, plus a
-    (C, C) confusion matrix of counts indexed [true, predicted]."""
+    """Masked sums of the plain (unsmoothed) cross entropy and of correct (and, from 6 classes,
+    top-5 correct) predictions, plus a (C, C) confusion matrix of counts [true, predicted].
+    Evaluate the EMA weights by passing `state.ema_view()`."""
     logits = state.apply_fn(_variables(state.params, state.batch_stats), batch["image"], train=False)
     metrics = _masked_metrics(logits, cross_entropy(logits, batch["label"]), batch)
     num_classes = logits.shape[-1]
