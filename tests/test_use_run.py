@@ -17,7 +17,8 @@ import jaxcnn
 from conftest import REPO_ROOT
 from jaxcnn.cli import train as train_cli
 
-DEMO = ["--arch", "lenet5", "--data", "demo", "--epochs", "2", "--batch-size", "32", "--lr", "1e-3", "--no-progress"]
+DEMO = ["--arch", "lenet5", "--data", "demo", "--epochs", "2", "--batch-size", "32", "--lr", "1e-3", "--ema", "0.9",
+        "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,16 @@ def test_load_run_predict_reproduces_the_recorded_test_accuracy(run_dir, demo_te
     accuracy = np.mean(probabilities.argmax(axis=1) == demo_test.labels)
     assert accuracy == recorded["accuracy"]
     assert recorded["accuracy"] > 0.3  # it learned something: the check above is not chance-level
+
+
+def test_the_ema_weights_reproduce_their_recorded_test_accuracy(run_dir, demo_test):
+    model = jaxcnn.load_run(run_dir, checkpoint="last", ema=True)
+    assert model.ema and model.tag == "last-ema"
+    accuracy = np.mean(model.predict(demo_test.paths).argmax(axis=1) == demo_test.labels)
+    assert accuracy == results(run_dir)["ema"]["accuracy"]
+    plain = jaxcnn.load_run(run_dir, checkpoint="last")
+    assert not plain.ema and not np.allclose(plain.variables["params"]["fc"]["kernel"],
+                                             model.variables["params"]["fc"]["kernel"])
 
 
 def test_paths_pil_images_and_arrays_are_preprocessed_alike(run_dir, demo_test):
@@ -161,6 +172,10 @@ def test_evaluate_with_flip_tta_and_bad_options(run_dir, tmp_path, capsys):
     assert main(["evaluate", str(run_dir), "--split", "val", "--tta", "flip", "--out-dir", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "eval-val-best-tta.json").read_text())
     assert report["examples"] == 300 and report["tta"] == "flip"
+    assert main(["evaluate", str(run_dir), "--checkpoint", "last", "--ema", "--out-dir", str(tmp_path)]) == 0
+    report, recorded = json.loads((tmp_path / "eval-test-last-ema.json").read_text()), results(run_dir)["ema"]
+    assert report["ema_weights"] and abs(report["loss"] - recorded["loss"]) < 1e-6
+    assert report["accuracy"] == recorded["accuracy"]
     other = tmp_path / "other"
     for name in ("cat", "dog"):
         (other / name).mkdir(parents=True)

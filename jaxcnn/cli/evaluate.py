@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def summary(report: dict) -> str:
     from jaxcnn.report.classification import per_class_table
 
-    head = (f"{report['data']} {report['split']} ({report['examples']} images), {report['checkpoint']} checkpoint "
+    head = (f"{report['data']} {report['split']} ({report['examples']} images), {report['checkpoint']} checkpoint{' EMA weights' if report['ema_weights'] else ''} "
             f"(epoch {report['epoch']}){', TTA flip' if report['tta'] != 'none' else ''}: "
             f"loss {report['loss']:.4f}, accuracy {report['accuracy']:.4f}")
     if "top5_accuracy" in report:
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxcnn.inference import load_run
     from jaxcnn.inference.evaluation import evaluate_run
 
-    model = load_run(args.run, args.checkpoint, batch_size=args.batch_size)
+    model = load_run(args.run, args.checkpoint, ema=args.ema, batch_size=args.batch_size)
     report = evaluate_run(model, split=args.split, data=args.data, data_dir=args.data_dir, tta=args.tta,
                           out_dir=args.out_dir)
     print(summary(report))

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxcnn.inference import load_run
     from jaxcnn.inference.export import ARTIFACT, SPEC, export_model
 
-    model = load_run(args.run, args.checkpoint)
+    model = load_run(args.run, args.checkpoint, ema=args.ema)
     out_dir = args.output or os.path.join(args.run, "export")
     try:
         spec = export_model(model, out_dir, batch_size=args.batch_size)
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     size = os.path.getsize(os.path.join(out_dir, ARTIFACT))
     shape = ["N" if d is None else str(d) for d in spec["input"]["shape"]]
-    print(f"Exported {spec['arch']} ({args.checkpoint} checkpoint, epoch {spec['epoch']}) for "
+    print(f"Exported {spec['arch']} ({model.tag} checkpoint, epoch {spec['epoch']}) for "
           f"{', '.join(spec['platforms'])}: uint8 ({', '.join(shape)}) -> probabilities over "
           f"{len(spec['class_names'])} classes\n  {os.path.join(out_dir, ARTIFACT)} ({size / 2**20:.1f} MiB)\n"
           f"  {os.path.join(out_dir, SPEC)}")

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_output(args.output)
     files, unreadable = find_images(args.paths)
-    model = load_run(args.run, args.checkpoint, batch_size=args.batch_size)
+    model = load_run(args.run, args.checkpoint, ema=args.ema, batch_size=args.batch_size)
     rows, bad = predict_files(model, files, topk=args.topk, progress=args.progress)
     unreadable += bad
     if rows:

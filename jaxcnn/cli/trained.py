@@ -15,6 +15,9 @@ def add_run_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("run", metavar="RUN", help="a run folder written by `jaxcnn train`")
     parser.add_argument("--checkpoint", default="best",
                         help="'best', 'last' or an epoch number among the kept checkpoints [default: best]")
+    parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                        help="use the checkpoint's EMA weights (runs trained with --ema) [default: for --checkpoint "
+                             "best when the run chose it by an EMA metric]")
     parser.add_argument("--batch-size", type=int, default=None, help=batch_help)
 
 

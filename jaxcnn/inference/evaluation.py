@@ -98,14 +98,15 @@ def evaluate_run(model: TrainedModel, *, split: str = "test", data: str | None =
     `out_dir` (default: the run folder) and return the JSON's content."""
     name, source = split_source(model, split, data, data_dir)
     labels, probabilities, losses, mistakes = predict_split(model, source, tta)
-    report = {"run": str(model.run_dir), "checkpoint": model.checkpoint, "epoch": model.epoch, "data": name,
+    report = {"run": str(model.run_dir), "checkpoint": model.checkpoint, "ema_weights": model.ema, "epoch": model.epoch,
+              "data": name,
               "split": split, "tta": tta}
     report |= classification_report(labels, probabilities, model.class_names, losses)
     out_dir = pathlib.Path(out_dir or model.run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "-".join(["eval", *([name] if data else []), split, model.checkpoint, *(["tta"] if tta != "none" else [])])
+    stem = "-".join(["eval", *([name] if data else []), split, model.tag, *(["tta"] if tta != "none" else [])])
     stem = stem.replace("/", "_")
-    title = f"{model.config.model.arch}, {name} {split}, {model.checkpoint} checkpoint (epoch {model.epoch})"
+    title = f"{model.config.model.arch}, {name} {split}, {model.checkpoint} checkpoint{' EMA weights' if model.ema else ''} (epoch {model.epoch})"
     files = {"confusion": out_dir / f"{stem}-confusion.png", "mistakes": out_dir / f"{stem}-mistakes.png",
              "reliability": out_dir / f"{stem}-reliability.png"}
     plot_confusion(report["confusion_matrix"], model.class_names, files["confusion"],

@@ -41,6 +41,7 @@ class TrainedModel:
     variables: dict
     epoch: int
     checkpoint: str  # "best", "last" or the epoch asked for
+    ema: bool  # the variables are the checkpoint's EMA weights
     mesh: jax.sharding.Mesh
     batch_size: int
     _forward: Callable = dataclasses.field(repr=False, default=None)
@@ -53,6 +54,11 @@ class TrainedModel:
             return logits, jax.nn.softmax(logits)
 
         self._forward = jax.jit(forward, in_shardings=(replicated, data), out_shardings=replicated)
+
+    @property
+    def tag(self) -> str:
+        """The checkpoint as files name it: "best", "last", "3", with "-ema" for EMA weights."""
+        return self.checkpoint + ("-ema" if self.ema else "")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -146,19 +152,23 @@ def abstract_state(config: RunConfig, inputs: InputSpec, mesh):
     from jaxcnn.train import create_train_state, make_optimizer
 
     model = config.model.build(inputs.num_classes)
-    optimizer = make_optimizer(config.optim, steps_per_epoch=1, epochs=config.loop.epochs)
+    # The optimizer's state has the same structure for any number of steps (a multiple of the
+    # accumulation steps, as make_optimizer requires); only the shapes are needed here.
+    optimizer = make_optimizer(config.optim, steps_per_epoch=config.optim.grad_accum_steps, epochs=config.loop.epochs)
     shapes = jax.eval_shape(lambda: create_train_state(jax.random.key(config.seed), model, optimizer,
-                                                       inputs.input_shape))
+                                                       inputs.input_shape, ema=config.loop.ema()))
     replicated = NamedSharding(mesh, P())
     return model, jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
 
-def load_run(run_dir, checkpoint: str | int = "best", *, batch_size: int | None = None,
+def load_run(run_dir, checkpoint: str | int = "best", *, ema: bool | None = None, batch_size: int | None = None,
              mesh: jax.sharding.Mesh | None = None) -> TrainedModel:
     """The model of run folder `run_dir` at `checkpoint` ('best', 'last' or an epoch number).
 
-    `batch_size` (default: the run's) is rounded up to a multiple of the devices of `mesh`
-    (default: every visible device).
+    `ema`: use the checkpoint's moving average of the weights (runs trained with an EMA); None
+    does so for "best" when the run chose its best checkpoint by an EMA metric, as its
+    `results.json` did. `batch_size` (default: the run's) is rounded up to a multiple of the
+    devices of `mesh` (default: every visible device).
     """
     from jaxcnn.experiment import load_config
     from jaxcnn.train import Checkpointer, make_mesh, metric_mode
@@ -173,7 +183,13 @@ def load_run(run_dir, checkpoint: str | int = "best", *, batch_size: int | None 
                       read_only=True) as ckpt:
         epoch = resolve_checkpoint(ckpt, checkpoint)
         state, _ = ckpt.restore(target, epoch)
+    if ema is None:
+        ema = checkpoint == "best" and best_metric.endswith("_ema")
+    if ema:
+        if state.ema is None:
+            raise ValueError(f"{run_dir} keeps no EMA weights: it was trained without an EMA (--ema DECAY)")
+        state = state.ema_view()
     variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
     size = batch_size or config.data.batch_size
     size = -(-size // mesh.size) * mesh.size
-    return TrainedModel(run_dir, config, inputs, model, variables, epoch, str(checkpoint), mesh, size)
+    return TrainedModel(run_dir, config, inputs, model, variables, epoch, str(checkpoint), ema, mesh, size)
