@@ -22,8 +22,9 @@ def write_best_report(run_dir, results: dict, class_names, split: str, arch: str
     run_dir = pathlib.Path(run_dir)
     rows = per_class_report(best["confusion_matrix"], class_names)
     files = [run_dir / "confusion.png", run_dir / "per_class.csv", run_dir / "per_class.md"]
+    weights = " EMA weights" if best.get("ema_weights") else ""
     plot_confusion(best["confusion_matrix"], class_names, files[0],
-                   f"Confusion matrix, normalized by true class\n{arch}, {split} split, best checkpoint{' EMA weights' if best.get('ema_weights') else ''} "
+                   f"Confusion matrix, normalized by true class\n{arch}, {split} split, best checkpoint{weights} "
                    f"(epoch {best['epoch']}), accuracy {best['accuracy']:.4f}")
     with open(files[1], "w", newline="") as f:
         writer = csv.writer(f)
