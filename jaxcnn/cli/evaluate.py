@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 def summary(report: dict) -> str:
     from jaxcnn.report.classification import per_class_table
 
-    head = (f"{report['data']} {report['split']} ({report['examples']} images), {report['checkpoint']} checkpoint{' EMA weights' if report['ema_weights'] else ''} "
+    weights = " EMA weights" if report["ema_weights"] else ""
+    head = (f"{report['data']} {report['split']} ({report['examples']} images), "
+            f"{report['checkpoint']} checkpoint{weights} "
             f"(epoch {report['epoch']}){', TTA flip' if report['tta'] != 'none' else ''}: "
             f"loss {report['loss']:.4f}, accuracy {report['accuracy']:.4f}")
     if "top5_accuracy" in report:

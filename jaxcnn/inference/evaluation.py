@@ -106,7 +106,8 @@ def evaluate_run(model: TrainedModel, *, split: str = "test", data: str | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "-".join(["eval", *([name] if data else []), split, model.tag, *(["tta"] if tta != "none" else [])])
     stem = stem.replace("/", "_")
-    title = f"{model.config.model.arch}, {name} {split}, {model.checkpoint} checkpoint{' EMA weights' if model.ema else ''} (epoch {model.epoch})"
+    weights = " EMA weights" if model.ema else ""
+    title = f"{model.config.model.arch}, {name} {split}, {model.checkpoint} checkpoint{weights} (epoch {model.epoch})"
     files = {"confusion": out_dir / f"{stem}-confusion.png", "mistakes": out_dir / f"{stem}-mistakes.png",
              "reliability": out_dir / f"{stem}-reliability.png"}
     plot_confusion(report["confusion_matrix"], model.class_names, files["confusion"],

@@ -76,7 +76,8 @@ def export_model(model: TrainedModel, out_dir, *, batch_size: int | None = None,
                                   "note": "evaluation resized images as jaxcnn.data.transforms.build_transforms"
                                           "(augment, train=False) does, after decoding to decode_size when set"},
         "platforms": list(platforms),
-        "run": str(model.run_dir), "arch": model.config.model.arch, "checkpoint": model.checkpoint, "ema_weights": model.ema,
+        "run": str(model.run_dir), "arch": model.config.model.arch, "checkpoint": model.checkpoint,
+        "ema_weights": model.ema,
         "epoch": model.epoch, "jax": jax.__version__,
     }
     (out_dir / SPEC).write_text(json.dumps(spec, indent=2) + "\n")

@@ -40,7 +40,8 @@ def find_images(patterns: Iterable[str]) -> tuple[list[str], list[tuple[str, str
             matches = sorted(glob.glob(pattern, recursive=True))
             found = [f for m in matches for f in (_images_under(m) if os.path.isdir(m) else [m])]
             if not found:
-                problems.append((pattern, "no such file or folder" if not glob.has_magic(pattern) else "no file matches"))
+                reason = "no file matches" if glob.has_magic(pattern) else "no such file or folder"
+                problems.append((pattern, reason))
         files += found
     return list(dict.fromkeys(files)), problems
 
@@ -107,7 +108,8 @@ def write_predictions(path, rows: list[dict], unreadable: list[tuple[str, str]],
     path = check_output(path)
     if path.lower().endswith(".json"):
         with open(path, "w") as f:
-            json.dump({"predictions": rows, "unreadable": [{"path": p, "reason": r} for p, r in unreadable]}, f, indent=1)
+            listed = [{"path": p, "reason": r} for p, r in unreadable]
+            json.dump({"predictions": rows, "unreadable": listed}, f, indent=1)
         return [path]
     k = len(rows[0]["top"]) if rows else 0
     header = ["path", "predicted", "probability"]

@@ -88,7 +88,8 @@ class TrainedModel:
             logits.append(out[0][: len(chunk)])
             probabilities.append(out[1][: len(chunk)])
         if not logits:
-            return np.zeros((0, self.inputs.num_classes), np.float32), np.zeros((0, self.inputs.num_classes), np.float32)
+            empty = np.zeros((0, self.inputs.num_classes), np.float32)
+            return empty, empty
         return np.concatenate(logits), np.concatenate(probabilities)
 
     def predict(self, images: ImageLike | Sequence[ImageLike] | np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ from jaxcnn.report.plots import plt
 
 COLUMNS = {  # key -> header
     "run": "run", "arch": "arch", "params": "params", "best_val_accuracy": "best val acc",
-    "best_val_epoch": "best val epoch", "test_accuracy_best": "test acc (best)", "test_accuracy_last": "test acc (last)",
+    "best_val_epoch": "best val epoch", "test_accuracy_best": "test acc (best)",
+    "test_accuracy_last": "test acc (last)",
     "epochs": "epochs", "wall_seconds": "wall time (s)", "images_per_second": "img/s",
 }
 

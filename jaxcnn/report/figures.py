@@ -49,12 +49,13 @@ def plot_confusion(confusion: np.ndarray, class_names, path, title: str) -> None
             if confusion[i, j]:
                 ax.text(j, i, f"{100 * value:.0f}" if value >= 0.01 else "<1", ha="center", va="center", fontsize=7,
                         color="white" if value > 0.5 else "black")
-    fig.colorbar(image, ax=ax, shrink=0.6, label="share of the true class" + (" (cells in %)" if n <= ANNOTATE_MAX_CLASSES else ""))
+    annotated = " (cells in %)" if n <= ANNOTATE_MAX_CLASSES else ""
+    fig.colorbar(image, ax=ax, shrink=0.6, label=f"share of the true class{annotated}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def top_confusions(confusion: np.ndarray, class_names, limit: int = TOP_CONFUSIONS) -> list[tuple[str, str, int, float]]:
+def top_confusions(confusion: np.ndarray, class_names, limit: int = TOP_CONFUSIONS) -> list[tuple]:
     """(true, predicted, count, share of the true class) of the most frequent off-diagonal cells."""
     off = np.array(confusion, np.float64)
     np.fill_diagonal(off, 0)

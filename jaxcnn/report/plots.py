@@ -35,7 +35,8 @@ def plot_history(history: list[dict], path, best_epoch: int | None = None) -> No
         if all(f"val_{metric}" in row for row in history):
             ax.plot(epochs, [row[f"val_{metric}"] for row in history], marker="o", label="validation")
         if best_epoch is not None:
-            ax.axvline(best_epoch, color="tab:green", linestyle="--", alpha=0.7, label=f"best checkpoint (epoch {best_epoch})")
+            ax.axvline(best_epoch, color="tab:green", linestyle="--", alpha=0.7,
+                       label=f"best checkpoint (epoch {best_epoch})")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} per epoch")

@@ -118,7 +118,8 @@ class RunLogger:
             self.message(f"Skipped {len(skipped)} unreadable file(s); listed in {shown}")
             self._skipped_reported = len(skipped)
 
-    def finish(self, results: dict, class_names, split: str | None, config_values: dict, best_epoch: int | None) -> None:
+    def finish(self, results: dict, class_names, split: str | None, config_values: dict,
+               best_epoch: int | None) -> None:
         """The end-of-run report: the best checkpoint's confusion matrix and per-class table in the
         run folder and in TensorBoard (image, hparams with the test results); curves.png marks
         `best_epoch` when drawn at `close`."""
