@@ -20,6 +20,8 @@ _EXPORTS = {
     "build_training": "jaxcnn.builder",
     "run": "jaxcnn.experiment",
     "load_config": "jaxcnn.experiment",
+    "load_run": "jaxcnn.inference",
+    "TrainedModel": "jaxcnn.inference",
 }
 
 __all__ = ["__version__", *_EXPORTS]

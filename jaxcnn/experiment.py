@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 
 from jaxcnn.builder import RunConfig, build
 from jaxcnn.config import ConfigError
+from jaxcnn.inference.inputs import InputSpec
 from jaxcnn.report.run_log import RunLogger, log_to_file, write_json
 from jaxcnn.run_folder import claim_run_folder, read_run_config
 from jaxcnn.termination import resume_hint
@@ -93,7 +94,8 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
         else:
             loop = LoopState(early_stopping=config.loop.early_stopping())
 
-        write_json(run_dir / "config.json", {"config": config.to_dict(), "environment": environment()})
+        inputs = InputSpec.from_data(data, config).to_dict()  # what `load_run` needs to preprocess
+        write_json(run_dir / "config.json", {"config": config.to_dict(), "inputs": inputs, "environment": environment()})
         logger = RunLogger(run_dir, loop.history)
         cleanup.callback(logger.close)
         for problem in problems:
@@ -132,6 +134,7 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
             split=split if final is not None else None, epochs_completed=loop.epoch,
             stop_reason=loop.stop_reason or "completed", skipped_files=len(skipped),
         )
+        logger.finish(results, data.class_names, split, config.to_dict(), checkpointer.best_epoch)
         write_json(run_dir / "results.json", results)
     if failure:
         raise failure

@@ -10,6 +10,10 @@ import sys
 COMMANDS = {
     "train": ("jaxcnn.cli.train", "train a model (on a dataset name, an image folder, or a --config file)"),
     "summary": ("jaxcnn.cli.summary", "print a model's layer table and parameter count"),
+    "evaluate": ("jaxcnn.cli.evaluate", "evaluate a trained run: metrics, confusion matrix, mistakes, calibration"),
+    "predict": ("jaxcnn.cli.predict", "classify image files, folders or globs with a trained run"),
+    "export": ("jaxcnn.cli.export", "write a trained run as a jax.export artifact that runs without jaxcnn"),
+    "compare": ("jaxcnn.cli.compare", "compare runs: their curves in one figure, and a table"),
 }
 
 

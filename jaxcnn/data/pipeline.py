@@ -149,6 +149,7 @@ class Loader:
         transforms = build_transforms(augment, train=train, image_size=(height, width), hflip=hflip)
         transforms.append(ToChannels(channels))
         normalize = Normalize(_channel_stats(mean, channels, "mean"), _channel_stats(std, channels, "std"))
+        self.normalize = normalize  # the statistics per output channel, e.g. for a trained model's inputs
 
         ds = grain.MapDataset.source(source).seed(seed)
         if train:

@@ -240,6 +240,11 @@ class Normalize(ImageMap):
         object.__setattr__(self, "_scale", (1.0 / (255.0 * std)).astype(np.float32))
         object.__setattr__(self, "_offset", (-mean / std).astype(np.float32))
 
+    @property
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (scale, offset) with `apply(x) == x * scale + offset`, e.g. for jitted code."""
+        return self._scale, self._offset
+
     def apply(self, image):
         out = np.multiply(image, self._scale, dtype=np.float32)
         out += self._offset

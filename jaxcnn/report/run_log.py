@@ -9,6 +9,7 @@ import logging
 import os
 import pathlib
 
+import numpy as np
 from tensorboardX import SummaryWriter
 
 from jaxcnn.report.console import format_epoch
@@ -77,6 +78,7 @@ class RunLogger:
         self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=len(self.history) + 1)
         self._logger = logging.getLogger("jaxcnn")
         self._skipped_reported = 0
+        self.best_epoch = None  # marked on curves.png once known
 
     def epoch_end(self, row: dict, total_epochs: int) -> None:
         self.history.append(row)
@@ -116,6 +118,25 @@ class RunLogger:
             self.message(f"Skipped {len(skipped)} unreadable file(s); listed in {shown}")
             self._skipped_reported = len(skipped)
 
+    def finish(self, results: dict, class_names, split: str | None, config_values: dict,
+               best_epoch: int | None) -> None:
+        """The end-of-run report: the best checkpoint's confusion matrix and per-class table in the
+        run folder and in TensorBoard (image, hparams with the test results); curves.png marks
+        `best_epoch` when drawn at `close`."""
+        from PIL import Image
+
+        from jaxcnn.report.final import final_metrics, hyperparameters, write_best_report
+
+        self.best_epoch = best_epoch
+        files = write_best_report(self.run_dir, results, class_names, split, config_values["model"]["arch"])
+        if files:
+            with Image.open(files[0]) as image:
+                picture = np.asarray(image.convert("RGB"))
+            self._tensorboard.add_image(f"confusion_matrix/{split}_best", picture, best_epoch, dataformats="HWC")
+            self.message(f"Confusion matrix and per-class table of the best checkpoint: "
+                         f"{', '.join(str(f) for f in files)}")
+        self._tensorboard.add_hparams(hyperparameters(config_values), final_metrics(results), name="hparams")
+
     def message(self, text: str) -> None:
         self._logger.info(text)
 
@@ -123,4 +144,4 @@ class RunLogger:
         """Flush TensorBoard and draw `curves.png` from the full history."""
         self._tensorboard.close()
         if self.history:
-            plot_history(self.history, self.run_dir / "curves.png")
+            plot_history(self.history, self.run_dir / "curves.png", best_epoch=self.best_epoch)

@@ -106,9 +106,13 @@ class Checkpointer:
     The best is the checkpoint with the highest (`best_mode="max"`) or lowest ("min") finite
     metric; on a tie the earlier epoch stays best (as "save when it improves" would), and a
     NaN or infinite metric ranks last, so a diverged epoch never becomes best.
+
+    `read_only` opens a run's checkpoints to restore only: nothing is saved, deleted or cleaned
+    up, so a run still training in that folder is left alone.
     """
 
-    def __init__(self, directory, *, best_metric: str = "val_accuracy", best_mode: str = "max"):
+    def __init__(self, directory, *, best_metric: str = "val_accuracy", best_mode: str = "max",
+                 read_only: bool = False):
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
         self.directory = os.path.abspath(directory)
@@ -123,9 +127,11 @@ class Checkpointer:
                 [LatestN(n=1), BestN(get_metric_fn=self._rank, reverse=best_mode == "min", n=1)]
             ),
             enable_async_checkpointing=True,
-            cleanup_tmp_directories=True,  # half-written saves of a killed run
+            cleanup_tmp_directories=not read_only,  # half-written saves of a killed run
+            create=not read_only,
         )
         _quiet_failed_saves()
+        self.read_only = read_only
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )
@@ -144,6 +150,8 @@ class Checkpointer:
         `CheckpointError` if orbax declines the epoch (an equal or later one is already saved)
         or a save fails.
         """
+        if self.read_only:
+            raise ValueError(f"{self.directory} was opened read-only: it cannot save")
         if self.best_metric not in metrics:
             raise ValueError(
                 f"metrics must contain the best metric {self.best_metric!r}; got {sorted(metrics)}"
@@ -267,6 +275,11 @@ class Checkpointer:
     @property
     def latest_epoch(self) -> int | None:
         return self._manager.latest_step()
+
+    @property
+    def epochs(self) -> list[int]:
+        """The epochs of the checkpoints on disk, in order."""
+        return sorted(self._manager.all_steps())
 
     @property
     def best_epoch(self) -> int | None:

@@ -1,0 +1,140 @@
+"""Compare finished runs: every run's curves in one figure, and one table row per run.
+
+Everything is read from the run folders (`config.json`, `metrics.csv`, `results.json`); the
+parameter count comes from the model's shapes alone (`jax.eval_shape`, nothing is computed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+import statistics
+
+from jaxcnn.report.plots import plt
+
+COLUMNS = {  # key -> header
+    "run": "run", "arch": "arch", "params": "params", "best_val_accuracy": "best val acc",
+    "best_val_epoch": "best val epoch", "test_accuracy_best": "test acc (best)",
+    "test_accuracy_last": "test acc (last)",
+    "epochs": "epochs", "wall_seconds": "wall time (s)", "images_per_second": "img/s",
+}
+
+
+def read_history(run_dir) -> list[dict]:
+    """metrics.csv as a list of rows of floats (empty cells left out)."""
+    path = pathlib.Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no metrics.csv: not a jaxcnn run folder, or it never finished an epoch")
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def count_parameters(run_dir) -> int:
+    """The number of trainable parameters of the run's model, from shapes only."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcnn.experiment import load_config
+    from jaxcnn.inference.run import read_inputs
+
+    config = load_config(run_dir)
+    inputs = read_inputs(run_dir, config)
+    model = config.model.build(inputs.num_classes)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *inputs.input_shape)), train=False))
+    return int(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes["params"])))
+
+
+def summarize_run(run_dir, label: str | None = None) -> dict:
+    """One table row (see `COLUMNS`) plus the run's `history` for the figure."""
+    from jaxcnn.experiment import load_config
+
+    run_dir = pathlib.Path(run_dir)
+    config = load_config(run_dir)
+    history = read_history(run_dir)
+    results_path = run_dir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    with_val = [row for row in history if "val_accuracy" in row]
+    best = max(with_val, key=lambda row: row["val_accuracy"]) if with_val else None  # the first of equals
+    speeds = [row["images_per_second"] for row in history[1:] or history]  # epoch 1 includes compiling
+    return {
+        "run": label or run_dir.name, "arch": config.model.arch, "params": count_parameters(run_dir),
+        "best_val_accuracy": best["val_accuracy"] if best else None,
+        "best_val_epoch": int(best["epoch"]) if best else None,
+        "test_accuracy_best": results.get("best", {}).get("accuracy"),
+        "test_accuracy_last": results.get("last", {}).get("accuracy"),
+        "epochs": len(history), "wall_seconds": round(sum(row["epoch_seconds"] for row in history), 1),
+        "images_per_second": round(statistics.median(speeds)) if speeds else None,
+        "history": history,
+    }
+
+
+def labels_for(run_dirs) -> list[str]:
+    """Folder names, with as many parent folders as it takes to tell them apart."""
+    paths = [pathlib.Path(d).resolve() for d in run_dirs]
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):
+        labels = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in paths]
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key == "params":
+        return f"{value:,}"
+    return f"{value:.4f}" if isinstance(value, float) and "accuracy" in key else str(value)
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table (aligned, so it reads on a console too)."""
+    cells = [[_cell(key, row[key]) for key in COLUMNS] for row in rows]
+    widths = [max(len(header), *(len(r[i]) for r in cells)) for i, header in enumerate(COLUMNS.values())]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(COLUMNS.values(), widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    return "\n".join(lines)
+
+
+def write_table(rows: list[dict], csv_path, markdown_path) -> None:
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    pathlib.Path(markdown_path).write_text(format_table(rows) + "\n")
+
+
+def plot_comparison(rows: list[dict], path) -> None:
+    """Loss and accuracy per epoch of every run: one colour per run, train dashed, validation solid."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for index, row in enumerate(rows):
+            epochs = [h["epoch"] for h in row["history"]]
+            colour = f"C{index % 10}"
+            ax.plot(epochs, [h[f"train_{metric}"] for h in row["history"]], "--", color=colour, marker=".",
+                    label=f"{row['run']} train")
+            if all(f"val_{metric}" in h for h in row["history"]):
+                ax.plot(epochs, [h[f"val_{metric}"] for h in row["history"]], "-", color=colour, marker="o",
+                        label=f"{row['run']} validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric}: train (dashed) and validation (solid)")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
+    fig.suptitle(f"Comparison of {len(rows)} runs")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare_runs(run_dirs, out_path) -> list[dict]:
+    """Write the figure `out_path` and the table beside it (`.csv`, `.md`); returns the rows."""
+    rows = [summarize_run(d, label) for d, label in zip(run_dirs, labels_for(run_dirs))]
+    out_path = pathlib.Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    plot_comparison(rows, out_path)
+    write_table(rows, out_path.with_suffix(".csv"), out_path.with_suffix(".md"))
+    return rows
