@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 from typing import Any, Callable, Iterator, Sequence
 
@@ -24,6 +25,8 @@ from jaxcnn.builder import RunConfig
 from jaxcnn.inference.inputs import ImageLike, InputSpec
 
 CHECKPOINT_CHOICES = "'best', 'last' or an epoch number"
+
+log = logging.getLogger("jaxcnn")
 
 
 @dataclasses.dataclass
@@ -182,8 +185,14 @@ def load_run(run_dir, checkpoint: str | int = "best", *, ema: bool | None = None
     best_metric = config.loop.best_metric
     with Checkpointer(run_dir / "checkpoints", best_metric=best_metric, best_mode=metric_mode(best_metric),
                       read_only=True) as ckpt:
-        epoch = resolve_checkpoint(ckpt, checkpoint)
-        state, _ = ckpt.restore(target, epoch)
+        if checkpoint == "last":  # as --resume does: the newest checkpoint that reads back
+            restored = ckpt.restore_newest_readable(target)
+            epoch, state = restored.epoch, restored.state
+            for problem in restored.problems:
+                log.warning(problem)
+        else:
+            epoch = resolve_checkpoint(ckpt, checkpoint)
+            state, _ = ckpt.restore(target, epoch)
     if ema is None:
         ema = checkpoint == "best" and best_metric.endswith("_ema")
     if ema:
