@@ -114,25 +114,34 @@ def test_resume_skips_an_unreadable_newest_checkpoint(tmp_path, capsys):
     assert_same_metrics(run, straight, 3)
 
 
+RECIPE_RUN = DEMO + RECIPE + ["--epochs", "3"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run every killed-and-resumed one must end as."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    assert main(RECIPE_RUN + ["--out", str(run)]) == 0
+    return run
+
+
 @pytest.mark.parametrize("when", ["first epoch", "saving", "second epoch"])
-def test_sigkill_anywhere_then_resume_ends_as_an_uninterrupted_run(tmp_path, when):
-    args = DEMO + RECIPE + ["--epochs", "3"]
-    killed, straight = tmp_path / "killed", tmp_path / "straight"
-    proc = start(args, killed)
+def test_sigkill_anywhere_then_resume_ends_as_an_uninterrupted_run(tmp_path, straight, when):
+    killed = tmp_path / "killed"
+    proc = start(RECIPE_RUN, killed)
     ready = {
-        "first epoch": lambda: (killed / "metrics.csv").exists() or (killed / "train.log").exists(),
+        "first epoch": lambda: (killed / "config.json").exists(),  # written when training starts
         "saving": lambda: saving(killed),
         "second epoch": lambda: (killed / "checkpoints" / "1").is_dir(),
     }[when]
     assert wait_for(ready, proc), f"the run ended before '{when}'"
-    if when == "second epoch":
+    if when != "saving":
         time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(metrics(killed)) < 3 if (killed / "metrics.csv").exists() else True
 
     subprocess.run(COMMAND + ["--resume", str(killed), "--no-progress"], env=ENV, check=True, capture_output=True)
-    assert main(args + ["--out", str(straight)]) == 0
     assert_same_metrics(killed, straight, 3)
     results = json.loads((killed / "results.json").read_text())
     assert results["last"]["accuracy"] == json.loads((straight / "results.json").read_text())["last"]["accuracy"]
