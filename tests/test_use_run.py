@@ -356,3 +356,35 @@ def test_a_finished_run_reports_its_best_checkpoint(run_dir):
     tags = {value.tag for event in tensorboard_events(run_dir / "tensorboard") for value in event.summary.value}
     assert "confusion_matrix/test_best" in tags
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "hparam/best_accuracy"} <= tags
+
+
+# ----------------------------------------------------------------------------- export-torch
+
+def test_export_torch_round_trip_keeps_the_test_accuracy(run_dir, demo_test, tmp_path):
+    """jaxcnn -> torchvision-format file -> torch gives the recorded test accuracy -> back into
+    jaxcnn gives it again (and torch's strict load accepts the file)."""
+    torch = pytest.importorskip("torch")
+    import safetensors.numpy
+
+    from jaxcnn.cli import main as jaxcnn_main
+    from jaxcnn.weights import load_torch_weights
+    from jaxcnn.weights.torch_models import torch_model
+
+    recorded = results(run_dir)["best"]["accuracy"]
+    model = jaxcnn.load_run(run_dir)
+    images = model.inputs.prepare([model.inputs.load(path) for path in demo_test.paths])  # normalized NHWC
+    for name in ("lenet5.safetensors", "lenet5.pth"):
+        path = tmp_path / name
+        assert jaxcnn_main(["export-torch", str(run_dir), str(path)]) == 0
+        twin = torch_model("lenet5", 10, image_size=28, channels=1).eval()
+        state_dict = (torch.load(path, weights_only=True) if name.endswith(".pth")
+                      else {k: torch.from_numpy(v) for k, v in safetensors.numpy.load_file(str(path)).items()})
+        twin.load_state_dict(state_dict, strict=True)
+        with torch.no_grad():
+            logits = twin(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
+        assert np.mean(logits.argmax(axis=1) == demo_test.labels) == recorded
+
+        variables, report = load_torch_weights("lenet5", path, input_shape=(28, 28, 1))
+        assert not report.newly_initialized and not report.missing
+        back = np.asarray(model.model.apply(variables, images, train=False)).argmax(axis=1)
+        assert np.mean(back == demo_test.labels) == recorded

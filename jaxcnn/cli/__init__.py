@@ -14,6 +14,7 @@ COMMANDS = {
     "predict": ("jaxcnn.cli.predict", "classify image files, folders or globs with a trained run"),
     "export": ("jaxcnn.cli.export", "write a trained run as a jax.export artifact that runs without jaxcnn"),
     "compare": ("jaxcnn.cli.compare", "compare runs: their curves in one figure, and a table"),
+    "export-torch": ("jaxcnn.cli.export_torch", "write a trained run as a torchvision-format state_dict (.pth/.safetensors)"),
 }
 
 

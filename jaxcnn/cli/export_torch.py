@@ -1,0 +1,44 @@
+"""`jaxcnn export-torch`: a trained run as a torchvision-format state_dict, e.g.
+`jaxcnn export-torch runs/fm resnet20.safetensors` (or `.pth`, which needs torch installed).
+
+The file's keys are torchvision's (`jaxcnn.weights`); torch's `load_state_dict(strict=True)`
+accepts it into the twin `jaxcnn.weights.torch_models.torch_model(arch, num_classes)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxcnn.cli.trained import add_run_arguments, parse_and_run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxcnn export-torch",
+                                     description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    add_run_arguments(parser, batch_help=argparse.SUPPRESS)
+    parser.add_argument("output", metavar="OUT", help="the state_dict file: OUT.pth, OUT.pt or OUT.safetensors")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+
+    from jaxcnn.inference import load_run
+    from jaxcnn.weights import save_torch_weights
+
+    model = load_run(args.run, args.checkpoint, ema=args.ema)
+    options = {k: v for k, v in model.config.model.options.items() if k not in ("dtype", "param_dtype")}
+    path = save_torch_weights(jax.device_get(model.variables), model.config.model.arch, args.output,
+                              input_shape=model.inputs.input_shape, **options)
+    print(f"Exported {model.config.model.arch} ({model.tag} checkpoint, epoch {model.epoch}, "
+          f"{len(model.class_names)} classes) as a torchvision-format state_dict: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return parse_and_run(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
