@@ -26,6 +26,14 @@ def printed_config(capsys, argv) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
+def test_help_lists_every_flag_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit.value.code == 0 and "--plateau-patience" in out and "[default: 0.0001]" in out
+    assert "rrc[:MIN_AREA_%]" in out
+
+
 def test_every_option_has_one_flag_and_help():
     names = flag_names(RunConfig)
     assert len(set(names.values())) == len(names)  # no two options share a flag

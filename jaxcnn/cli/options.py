@@ -83,7 +83,7 @@ def _help(flag: Flag, default: Any) -> str:
         text += f" ({', '.join(map(str, choices))})"
     if default not in (None, False, (), {}) and not isinstance(default, dict):
         text += f" [default: {', '.join(map(str, default)) if isinstance(default, tuple) else default}]"
-    return text
+    return text.replace("%", "%%")  # argparse formats help strings with %
 
 
 def add_flags(parser: argparse.ArgumentParser, cls, defaults: dict[str, Any]) -> list[Flag]:
