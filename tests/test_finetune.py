@@ -9,7 +9,7 @@ from flax import traverse_util
 
 from jaxcnn.models import create_model
 from jaxcnn.train.finetune import head_labels, scale_backbone_lr
-from jaxcnn.train.optim import make_optimizer
+from jaxcnn.train.optim import OptimConfig, make_optimizer
 
 
 def head_modules(arch, **options):
@@ -39,8 +39,8 @@ def test_backbone_lr_scale_equals_a_scaled_learning_rate(name, weight_decay):
     labels = {"body": {"kernel": "backbone"}, "fc": {"kernel": "head"}}
     grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
              for _ in range(3)]
-    make = lambda lr: make_optimizer(name, learning_rate=lr, schedule="cosine", weight_decay=weight_decay,
-                                     steps_per_epoch=3, epochs=2)
+    make = lambda lr: make_optimizer(OptimConfig(name=name, learning_rate=lr, schedule="cosine",
+                                                 weight_decay=weight_decay), steps_per_epoch=3, epochs=2)
 
     def run(tx, p):
         state = tx.init(p)
@@ -57,4 +57,5 @@ def test_backbone_lr_scale_equals_a_scaled_learning_rate(name, weight_decay):
 
 def test_backbone_lr_scale_must_be_positive():
     with pytest.raises(ValueError, match="must be > 0"):
-        scale_backbone_lr(make_optimizer("sgd", learning_rate=0.1, steps_per_epoch=1, epochs=1), {}, 0.0)
+        scale_backbone_lr(make_optimizer(OptimConfig(name="sgd", learning_rate=0.1), steps_per_epoch=1, epochs=1),
+                          {}, 0.0)
