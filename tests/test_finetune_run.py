@@ -22,6 +22,14 @@ from jaxcnn.weights import load_torch_weights, save_torch_weights
 SIZE = 8  # px: the CIFAR ResNet-20 at its smallest, to keep compiling and training quick
 
 
+def random_weight(rng, name: str, shape) -> np.ndarray:
+    """He-scaled kernels and BatchNorm values near their defaults, drawn in numpy (no compiling)."""
+    if name == "kernel":
+        return (rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[:-1]))).astype(np.float32)
+    middle = 0.0 if name in ("bias", "mean") else 1.0  # scale and var near 1
+    return (middle + 0.1 * rng.uniform(-1, 1, shape)).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A 3-class image folder and ImageNet-style (1000-class) resnet20 weights as .safetensors."""
@@ -33,7 +41,8 @@ def files(tmp_path_factory):
         for i in range(8):
             Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     model = create_model("resnet20", 1000)
-    variables = model.init(jax.random.key(7), jnp.zeros((1, SIZE, SIZE, 3)), train=False)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)), train=False))
+    variables = jax.tree_util.tree_map_with_path(lambda path, leaf: random_weight(rng, path[-1].key, leaf.shape), shapes)
     weights = save_torch_weights(variables, "resnet20", root / "resnet20.safetensors")
     return root / "data", weights
 
