@@ -28,6 +28,7 @@ from jaxcnn.data.config import DataConfig
 from jaxcnn.models.config import ModelConfig
 from jaxcnn.train.loop import LoopConfig
 from jaxcnn.train.metrics import WITHOUT_VALIDATION
+from jaxcnn.train.finetune import FinetuneConfig
 from jaxcnn.train.optim import OptimConfig
 
 log = logging.getLogger("jaxcnn")
@@ -47,6 +48,7 @@ class RunConfig:
     data: DataConfig = option(DataConfig(), "the dataset, its split, augmentation and batching")
     optim: OptimConfig = option(OptimConfig(), "the optimizer and LR schedule")
     loop: LoopConfig = option(LoopConfig(), "epochs, what to watch, the training loss")
+    finetune: FinetuneConfig = option(FinetuneConfig(), "start from pretrained weights; freeze or slow the backbone")
     seed: int = option(42, "seed of the split, initialisation, shuffling and augmentation")
     out: str | None = option(None, "run folder (default: runs/<time>-<arch>-<data>)")
     progress: bool = option(True, "show a per-step progress bar", resume=True)
@@ -92,7 +94,8 @@ def default_values() -> dict:
 @dataclasses.dataclass
 class Training:
     """What trains: the mesh, the model, the optimizer (with its plateau settings, if any), the
-    state replicated on the mesh, and the jitted, sharded `train_step` / `eval_step`."""
+    state replicated on the mesh, and the jitted, sharded `train_step` / `eval_step`; with a
+    frozen backbone also the step of epochs 1 to `frozen_epochs`, `frozen_train_step`."""
 
     mesh: jax.sharding.Mesh
     model: Any
@@ -101,13 +104,18 @@ class Training:
     state: Any
     train_step: Callable
     eval_step: Callable
+    frozen_train_step: Callable | None = None
+    frozen_epochs: int = 0
 
 
 def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[int, int, int],
-                   steps_per_epoch: int, mesh: jax.sharding.Mesh | None = None) -> Training:
-    """Model -> optimizer -> replicated initial state -> compiled steps, for `num_classes` classes
-    and (height, width, channels) inputs, on `mesh` (default: every visible device)."""
-    from jaxcnn.train import compile_steps, create_train_state, make_mesh, make_optimizer, replicate
+                   steps_per_epoch: int, mesh: jax.sharding.Mesh | None = None,
+                   pretrained: bool = True) -> Training:
+    """Model -> optimizer -> replicated initial state (from `finetune.pretrained` weights unless
+    `pretrained=False`) -> compiled steps, for `num_classes` classes and (height, width,
+    channels) inputs, on `mesh` (default: every visible device)."""
+    from jaxcnn.train import compile_steps, create_train_state, make_mesh, replicate
+    from jaxcnn.train.finetune import Freeze
 
     mesh = make_mesh() if mesh is None else mesh
     if config.data.batch_size % mesh.size:
@@ -117,12 +125,60 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
             f"{mesh.size} (each device gets batch_size / {mesh.size} images)",
         )
     model = config.model.build(num_classes)
-    optimizer = make_optimizer(config.optim, steps_per_epoch=steps_per_epoch, epochs=config.loop.epochs)
+    labels = _head_labels(model, input_shape) if config.finetune.splits_backbone else None
+    optimizer = _optimizer(config, labels, steps_per_epoch=steps_per_epoch)
     state = create_train_state(jax.random.key(config.seed), model, optimizer, input_shape, ema=config.loop.ema())
-    train_step, eval_step = compile_steps(mesh, label_smoothing=config.loop.label_smoothing,
-                                          mixup=config.loop.mixup)
+    if pretrained and config.finetune.pretrained:
+        state = load_pretrained_weights(config, state, num_classes=num_classes, input_shape=input_shape)
+    settings = dict(label_smoothing=config.loop.label_smoothing, mixup=config.loop.mixup)
+    train_step, eval_step = compile_steps(mesh, **settings)
+    frozen_epochs, frozen_train_step = config.finetune.freeze_backbone_epochs, None
+    if frozen_epochs:
+        frozen = _optimizer(config, labels, steps_per_epoch=steps_per_epoch, frozen=True)
+        frozen_train_step, _ = compile_steps(mesh, freeze=Freeze(labels, frozen), **settings)
     plateau = config.optim.plateau if config.optim.schedule == "plateau" else None
-    return Training(mesh, model, optimizer, plateau, replicate(state, mesh), train_step, eval_step)
+    return Training(mesh, model, optimizer, plateau, replicate(state, mesh), train_step, eval_step,
+                    frozen_train_step, frozen_epochs)
+
+
+def _head_labels(model, input_shape: tuple[int, int, int]) -> dict:
+    from jaxcnn.train.finetune import head_labels
+
+    dummy = jax.numpy.zeros((1, *input_shape), jax.numpy.float32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, train=False))
+    return head_labels(model, shapes["params"])
+
+
+def _optimizer(config: RunConfig, labels, *, steps_per_epoch: int, frozen: bool = False):
+    """The run's optimizer; with a frozen phase as head and backbone groups (the backbone's held
+    when `frozen`: the same state structure either way), with the backbone's LR scale applied."""
+    from jaxcnn.train import make_optimizer
+    from jaxcnn.train.finetune import backbone_groups, scale_backbone_lr
+
+    finetune = config.finetune
+    groups = backbone_groups(labels, frozen=frozen) if finetune.freeze_backbone_epochs else None
+    optimizer = make_optimizer(config.optim, steps_per_epoch=steps_per_epoch, epochs=config.loop.epochs,
+                               groups=groups)
+    return optimizer if labels is None else scale_backbone_lr(optimizer, labels, finetune.backbone_lr_scale)
+
+
+def pretrained_file(config: RunConfig) -> pathlib.Path:
+    """The existing file `finetune.pretrained` names, or a ConfigError naming the option."""
+    path = pathlib.Path(config.finetune.pretrained).expanduser()
+    if not path.is_file():
+        raise ConfigError("finetune.pretrained", f"no weights file at {path}")
+    return path
+
+
+def load_pretrained_weights(config: RunConfig, state, *, num_classes: int, input_shape: tuple[int, int, int]):
+    """`state` (as `create_train_state` made it) starting from the run's pretrained weights
+    (`jaxcnn.train.finetune.load_pretrained`; the load report goes to the log); not replicated."""
+    from jaxcnn.train.finetune import load_pretrained
+
+    state, _ = load_pretrained(state, config.model.arch, pretrained_file(config), num_classes=num_classes,
+                               input_shape=input_shape, rng=jax.random.key(config.seed),
+                               model_options=config.model.options)
+    return state
 
 
 @dataclasses.dataclass
@@ -150,12 +206,13 @@ class Experiment:
         self.close()
 
 
-def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None) -> Experiment:
+def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretrained: bool = True) -> Experiment:
     """Load the data of `config`, make its loaders and build its training (`build_training`).
 
     Without a validation set (`data.val_split=0` on a dataset without its own), the best
     checkpoint, the plateau schedule and early stopping watch the training loss; the returned
-    `config` says so and it is logged once.
+    `config` says so and it is logged once. `pretrained=False`: do not read the weights of
+    `finetune.pretrained` (a resumed run restores its checkpoint instead).
     """
     from jaxcnn.data import Loader, load_data
 
@@ -183,7 +240,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None) -> Experi
         test_loader = loader(data.test, False) if data.test is not None else None
         training = build_training(config, num_classes=data.num_classes,
                                   input_shape=(image_size, image_size, data.channels),
-                                  steps_per_epoch=len(train_loader), mesh=mesh)
+                                  steps_per_epoch=len(train_loader), mesh=mesh, pretrained=pretrained)
     except BaseException:
         cleanup.close()
         raise

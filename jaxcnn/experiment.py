@@ -15,13 +15,13 @@ import platform
 import jax
 import orbax.checkpoint as ocp
 
-from jaxcnn.builder import RunConfig, build
+from jaxcnn.builder import RunConfig, build, load_pretrained_weights, pretrained_file
 from jaxcnn.config import ConfigError
 from jaxcnn.inference.inputs import InputSpec
 from jaxcnn.report.run_log import RunLogger, log_to_file, write_json
 from jaxcnn.run_folder import claim_run_folder, read_run_config
 from jaxcnn.termination import resume_hint
-from jaxcnn.train import Checkpointer, LoopState, NonFiniteLossError, evaluate, fit
+from jaxcnn.train import Checkpointer, LoopState, NonFiniteLossError, evaluate, fit, replicate
 from jaxcnn.train.metrics import metric_mode
 
 log = logging.getLogger("jaxcnn")
@@ -67,6 +67,8 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
     Ctrl-C / SIGTERM (`jaxcnn.termination`) finish the save in flight, test what was saved, log
     the command that continues the run, and propagate.
     """
+    if config.finetune.pretrained and not resume:
+        pretrained_file(config)  # a missing weights file is reported before anything is written
     folder = claim_run_folder(config.require_complete().run_dir(), resume=resume, overwrite=overwrite)
     with folder:
         if folder.moved_aside:
@@ -81,7 +83,7 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
 def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
     with contextlib.ExitStack() as cleanup:
         cleanup.enter_context(log_to_file(run_dir / "train.log"))
-        run = cleanup.enter_context(build(config))
+        run = cleanup.enter_context(build(config, pretrained=False))  # the weights are read below
         config, data, training = run.config, run.data, run.training
         best_metric = config.loop.best_metric
         checkpointer = cleanup.enter_context(Checkpointer(
@@ -93,6 +95,10 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
             state, loop, problems = restored.state, LoopState.from_json(restored.meta), restored.problems
         else:
             loop = LoopState(early_stopping=config.loop.early_stopping())
+            if config.finetune.pretrained:  # a resumed run continues from its checkpoint instead
+                image_shape = (run.image_size, run.image_size, data.channels)
+                state = replicate(load_pretrained_weights(config, state, num_classes=data.num_classes,
+                                                          input_shape=image_shape), training.mesh)
 
         inputs = InputSpec.from_data(data, config).to_dict()  # what `load_run` needs to preprocess
         write_json(run_dir / "config.json", {"config": config.to_dict(), "inputs": inputs, "environment": environment()})
@@ -117,7 +123,8 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
                 state, train_loader=run.train_loader, val_loader=run.val_loader, train_step=training.train_step,
                 eval_step=training.eval_step, mesh=mesh, epochs=config.loop.epochs, loop=loop,
                 best_metric=best_metric, plateau=training.plateau, checkpointer=checkpointer, logger=logger,
-                progress=config.progress,
+                progress=config.progress, frozen_train_step=training.frozen_train_step,
+                frozen_epochs=training.frozen_epochs,
             )
         except (NonFiniteLossError, KeyboardInterrupt) as error:
             failure = error

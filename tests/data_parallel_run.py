@@ -8,6 +8,7 @@ import json
 
 import jax
 import numpy as np
+import optax
 
 from jaxcnn.train import (
     EmaConfig,
@@ -23,6 +24,7 @@ from jaxcnn.train import (
     shard_batch,
     step_plateau,
 )
+from jaxcnn.train.finetune import Freeze, backbone_groups
 from train_helpers import INPUT_SHAPE, TinyCNN, make_batch, tiny_state
 
 
@@ -48,6 +50,25 @@ def recipe_run(mesh) -> dict:
         "variables": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves((state.params, state.ema))],
         "ema_eval_loss_sum": float(evaluation["loss_sum"]),
     }
+
+
+def frozen_run(mesh) -> dict:
+    """Two steps with the backbone (conv, BatchNorm) frozen, then one unfrozen (jaxcnn.train.finetune);
+    SGD, as Adam would blow the conv bias's zero gradient (BatchNorm follows) up to noise-signed steps."""
+    params = tiny_state(optax.sgd(0.1)).params
+    labels = {name: jax.tree.map(lambda _, head=name.startswith("Dense"): "head" if head else "backbone", tree)
+              for name, tree in params.items()}
+    make = lambda frozen: make_optimizer(OptimConfig(name="sgd", learning_rate=0.1), steps_per_epoch=3,  # noqa: E731
+                                         epochs=1, groups=backbone_groups(labels, frozen=frozen))
+    state = replicate(tiny_state(make(False)), mesh)
+    frozen_step, _ = compile_steps(mesh, label_smoothing=0.1, freeze=Freeze(labels, make(True)))
+    full_step, _ = compile_steps(mesh, label_smoothing=0.1)
+    losses = []
+    for step, train_step in enumerate((frozen_step, frozen_step, full_step)):
+        state, metrics = train_step(state, shard_batch(make_batch(8, seed=30 + step), mesh))
+        losses.append(float(metrics["loss_sum"] / metrics["count"]))
+    return {"losses": losses,
+            "variables": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves((state.params, state.batch_stats))]}
 
 
 def main():
@@ -82,6 +103,7 @@ def main():
         "batch_error": batch_error,
         "lr_scale": float(state.opt_state[1].scale),
         "recipe": recipe_run(mesh),
+        "frozen": frozen_run(mesh),
     }))
 
 

@@ -59,3 +59,15 @@ def test_compare_torch_reports_ratios(tmp_path):
     assert set(record["images_per_s"]) == {"jaxcnn", "torch eager", "torch channels_last"}
     assert all(rate > 0 for rate in record["images_per_s"].values())
     assert record["ratio_vs_torch_eager"] > 0 and record["ratio_vs_torch_channels_last"] > 0
+
+
+@pytest.mark.slow  # ~5-13 s; the frozen step itself is tested in test_freeze.py and test_finetune_run.py
+def test_freeze_step_times_the_frozen_and_the_full_step(tmp_path):
+    out = tmp_path / "freeze.json"
+    result = run_script("freeze_step.py", "--arch", "lenet5", "--image-size", "32", "--batch", "2",
+                        "--rounds", "2", "--steps", "1", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert set(record["median_seconds_per_step"]) == {"frozen", "full"}
+    assert all(len(times) == 2 and min(times) > 0 for times in record["seconds_per_step"].values())
+    assert "frozen" in result.stdout and "s/step" in result.stdout

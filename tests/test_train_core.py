@@ -54,6 +54,10 @@ def test_one_and_four_devices_train_and_evaluate_alike():
     for a, b in zip(four["recipe"]["variables"], one["recipe"]["variables"], strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     np.testing.assert_allclose(four["recipe"]["ema_eval_loss_sum"], one["recipe"]["ema_eval_loss_sum"], atol=1e-5)
+    # a frozen backbone (head-only gradient, backbone BatchNorm in inference mode), then unfrozen
+    np.testing.assert_allclose(four["frozen"]["losses"], one["frozen"]["losses"], rtol=0, atol=1e-5)
+    for a, b in zip(four["frozen"]["variables"], one["frozen"]["variables"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

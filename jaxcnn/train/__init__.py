@@ -1,12 +1,13 @@
 """Training: a pure, sharded train/eval step on a TrainState pytree (optionally with an EMA of
 the weights and MixUp/CutMix on the device), optax optimizers and schedules (incl. torch-style
-reduce-on-plateau and one-cycle, gradient clipping and accumulation), Orbax best/latest
-checkpoints, and the epoch loop (`fit`) that drives them."""
+reduce-on-plateau and one-cycle, gradient clipping and accumulation), fine-tuning (a frozen or
+slower backbone), Orbax best/latest checkpoints, and the epoch loop (`fit`) that drives them."""
 
 from jaxcnn.train.checkpoints import CheckpointError, Checkpointer, Restored, UnreadableCheckpointError
 from jaxcnn.train.ema import EmaConfig, EmaState
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import EvalResult, evaluate
+from jaxcnn.train.finetune import FinetuneConfig, Freeze, backbone_groups, head_labels, scale_backbone_lr
 from jaxcnn.train.loop import LogLogger, LoopConfig, LoopState, NonFiniteLossError, fit
 from jaxcnn.train.metrics import METRIC_MODES, metric_mode
 from jaxcnn.train.mixup import MixupConfig
@@ -31,6 +32,8 @@ __all__ = [
     "EmaConfig",
     "EmaState",
     "EvalResult",
+    "FinetuneConfig",
+    "Freeze",
     "LogLogger",
     "LoopConfig",
     "LoopState",
@@ -46,6 +49,7 @@ __all__ = [
     "SCHEDULES",
     "TrainState",
     "UnreadableCheckpointError",
+    "backbone_groups",
     "compile_steps",
     "create_train_state",
     "cross_entropy",
@@ -53,6 +57,7 @@ __all__ = [
     "eval_step",
     "evaluate",
     "fit",
+    "head_labels",
     "make_mesh",
     "make_optimizer",
     "make_schedule",
@@ -60,6 +65,7 @@ __all__ = [
     "mixed_cross_entropy",
     "onecycle_schedule",
     "replicate",
+    "scale_backbone_lr",
     "scale_by_plateau",
     "shard_batch",
     "step_plateau",

@@ -157,6 +157,8 @@ def fit(
     checkpointer=None,
     logger: EpochLogger | None = None,
     progress: bool = True,
+    frozen_train_step: Callable | None = None,
+    frozen_epochs: int = 0,
 ):
     """Train from `loop.epoch + 1` to `epochs`; returns `(state, loop)`.
 
@@ -167,7 +169,11 @@ def fit(
     SIGTERM (the save in flight is finished, then the interrupt propagates: the caller reports,
     and exits 130 / 143). `loop` is updated in place, so after either exception it still says
     which epochs completed. Without a `val_loader` only training metrics exist to watch.
+    Epochs 1 to `frozen_epochs` train with `frozen_train_step` (the backbone frozen), the rest
+    with `train_step`; the epoch number decides, so a resumed run continues in its phase.
     """
+    if frozen_epochs and frozen_train_step is None:
+        raise ValueError(f"frozen_epochs={frozen_epochs} needs a frozen_train_step")
     for name in (best_metric, *([plateau.metric] if plateau else [])):
         metric_mode(name)
         if val_loader is None and name.startswith("val_"):
@@ -184,7 +190,8 @@ def fit(
         bar = tqdm(total=len(train_loader), desc=f"Epoch {epoch}/{epochs}", leave=False, disable=not progress or None)
         with bar:
             started = time.perf_counter()
-            state, train = train_epoch(train_step, state, train_loader.epoch(epoch), mesh, progress=bar)
+            step = frozen_train_step if epoch <= frozen_epochs else train_step
+            state, train = train_epoch(step, state, train_loader.epoch(epoch), mesh, progress=bar)
             train_seconds = time.perf_counter() - started
         train_loss = float(train["loss_sum"] / train["count"])
         if not math.isfinite(train_loss):
@@ -234,6 +241,10 @@ def fit(
     try:
         with deferred_termination():
             for epoch in range(loop.epoch + 1, epochs + 1):
+                if frozen_epochs and epoch in (loop.epoch + 1, frozen_epochs + 1):
+                    logger.message(f"Epoch {epoch}: " + ("only the head learns (backbone frozen until epoch "
+                                                         f"{frozen_epochs})" if epoch <= frozen_epochs
+                                                         else "the whole network learns (backbone unfrozen)"))
                 state = run_epoch(epoch, state)
                 check_termination()
                 if loop.stop_reason:

@@ -19,7 +19,7 @@
 
 import collections
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -145,7 +145,9 @@ class OptimConfig:
             raise ConfigError("milestones", "the 'step' schedule needs milestones (epochs >= 1)")
 
 
-def make_optimizer(config: OptimConfig, *, steps_per_epoch: int, epochs: int) -> optax.GradientTransformation:
+def make_optimizer(config: OptimConfig, *, steps_per_epoch: int, epochs: int,
+                   groups: Callable[[Callable[[], optax.GradientTransformation]], optax.GradientTransformation]
+                   | None = None) -> optax.GradientTransformation:
     """The optax optimizer of `config` (see the module docstring), its LR schedule laid over
     `epochs` of `steps_per_epoch` train steps (batches).
 
@@ -156,6 +158,10 @@ def make_optimizer(config: OptimConfig, *, steps_per_epoch: int, epochs: int) ->
     checkpoint and validation see no half-accumulated gradient). The K gradients are each a
     masked mean over their batch, so K full batches average exactly as one batch of K*B; a batch
     holding masked slots (read failures) weighs in as a whole batch.
+
+    `groups` (e.g. `jaxcnn.train.finetune.backbone_groups`) combines copies of the optimizer
+    proper (SGD / Adam / AdamW with its weight decay) into one, e.g. per parameter group; they
+    share the schedule, the clipping, the plateau scale and the accumulation around them.
     """
     accumulate = config.grad_accum_steps
     if steps_per_epoch % accumulate:
@@ -177,11 +183,16 @@ def make_optimizer(config: OptimConfig, *, steps_per_epoch: int, epochs: int) ->
     if cycle_momentum:
         hyperparams["momentum"] = onecycle_momentum_schedule(epochs * updates_per_epoch, onecycle)
 
+    def grouped(learning_rate, momentum):
+        if groups is None:
+            return _base_optimizer(config, learning_rate, momentum)
+        return groups(lambda: _base_optimizer(config, learning_rate, momentum))
+
     def optimizer(learning_rate):
-        return _base_optimizer(config, learning_rate, config.momentum or None)
+        return grouped(learning_rate, config.momentum or None)
 
     def cycled_momentum_optimizer(learning_rate, momentum):
-        return _base_optimizer(config, learning_rate, momentum)
+        return grouped(learning_rate, momentum)
 
     tx = optax.inject_hyperparams(cycled_momentum_optimizer if cycle_momentum else optimizer)(**hyperparams)
     if config.clip_grad_norm is not None:

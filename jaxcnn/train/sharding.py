@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxcnn.train.finetune import Freeze
 from jaxcnn.train.mixup import MixupConfig
 from jaxcnn.train.steps import eval_step, train_step
 
@@ -54,9 +55,10 @@ def compile_steps(
     label_smoothing: float = 0.0,
     aux_loss_weight: float = 0.3,
     mixup: MixupConfig | None = None,
+    freeze: Freeze | None = None,
 ) -> tuple[Callable, Callable]:
     """Jitted (train_step, eval_step) with explicit shardings for `mesh`; the keyword arguments
-    are the train step's static settings.
+    are the train step's static settings (`freeze`: the train step of a frozen backbone).
 
     The train step donates the incoming state (its buffers are reused for the new one), so the
     caller must keep only the returned state. Metrics come back replicated. MixUp/CutMix pair
@@ -66,7 +68,8 @@ def compile_steps(
     data, replicated = _data_sharding(mesh), _replicated(mesh)
     jit_train_step = jax.jit(
         functools.partial(
-            train_step, label_smoothing=label_smoothing, aux_loss_weight=aux_loss_weight, mixup=mixup
+            train_step, label_smoothing=label_smoothing, aux_loss_weight=aux_loss_weight, mixup=mixup,
+            freeze=freeze,
         ),
         in_shardings=(replicated, data),
         out_shardings=(replicated, replicated),

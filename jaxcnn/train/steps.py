@@ -6,11 +6,14 @@ correct, count, and correct_top5 for models with at least `TOP5_MIN_CLASSES` cla
 epoch averages are exact however the last batch was padded.
 """
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxcnn.train.ema import update_ema
+from jaxcnn.train.finetune import Freeze
 from jaxcnn.train.mixup import MixedBatch, MixupConfig, mix_batch
 from jaxcnn.train.optim import optimizer_updates
 from jaxcnn.train.state import TrainState
@@ -69,6 +72,7 @@ def train_step(
     label_smoothing: float = 0.0,
     aux_loss_weight: float = 0.3,
     mixup: MixupConfig | None = None,
+    freeze: Freeze | None = None,
 ) -> tuple[TrainState, Metrics]:
     """One optimizer step on the masked mean cross entropy (one micro-step of an update when the
     optimizer accumulates gradients).
@@ -83,7 +87,9 @@ def train_step(
     batch is mixed on the device with a third key split from `state.rng` (so enabling it also
     changes the dropout stream), the loss is against the mixed targets, and `correct` counts
     the argmax against the original labels (as timm). With `state.ema`, the average is
-    updated after each optimizer update.
+    updated after each optimizer update. With `freeze` (`jaxcnn.train.finetune.Freeze`) only
+    the head learns: the gradient is of the head's parameters alone, the backbone's BatchNorm
+    layers run in inference mode, and `freeze.tx` holds the backbone's optimizer state.
     """
     mixed = None
     if mixup is not None and mixup.active:
@@ -102,39 +108,50 @@ def train_step(
     def masked_mean(per_example):
         return jnp.sum(per_example * mask) / jnp.maximum(count, 1.0)
 
-    def loss_fn(params):
-        logits, updated = state.apply_fn(
-            _variables(params, state.batch_stats),
-            batch["image"] if mixed is None else mixed.image,
-            train=True,
-            rngs={"dropout": dropout_rng},
-            mutable=["batch_stats", "aux_logits"],
-        )
+    trainable, backbone = (state.params, None) if freeze is None else freeze.split(state.params)
+
+    def loss_fn(trainable):
+        params = trainable if freeze is None else freeze.merge(trainable, backbone)
+        with contextlib.nullcontext() if freeze is None else freeze.inference_batch_norm():
+            logits, updated = state.apply_fn(
+                _variables(params, state.batch_stats),
+                batch["image"] if mixed is None else mixed.image,
+                train=True,
+                rngs={"dropout": dropout_rng},
+                mutable=["batch_stats", "aux_logits"],
+            )
         per_example = per_example_loss(logits)
         loss = masked_mean(per_example)
         for aux_logits in jax.tree.leaves(updated.get("aux_logits", {})):
             loss += aux_loss_weight * masked_mean(per_example_loss(aux_logits))
         return loss, (logits, per_example, updated.get("batch_stats", state.batch_stats))
 
-    grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    return _apply_gradients(state, grads, batch_stats, rng), _masked_metrics(logits, per_example, batch)
+    grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(trainable)
+    new_state = _apply_gradients(state, grads, batch_stats, rng, freeze, backbone)
+    return _with_ema(state, new_state), _masked_metrics(logits, per_example, batch)
 
 
-def _apply_gradients(state: TrainState, grads, batch_stats, rng: jax.Array) -> TrainState:
-    """The optimizer step, then the EMA (which moves only when the optimizer applied an update)."""
-    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
-        rng=rng,
-    )
+def _apply_gradients(state: TrainState, grads, batch_stats, rng: jax.Array, freeze: Freeze | None,
+                     backbone) -> TrainState:
+    """The optimizer step: of `state.tx`, or with `freeze` of the frozen phase's optimizer, on
+    the head's `grads` and zeros (constants) for the `backbone`, whose parameters stay bit for bit."""
+    tx = state.tx if freeze is None else freeze.tx
+    if freeze is not None:
+        grads = freeze.merge(grads, jax.tree.map(jnp.zeros_like, backbone))
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if freeze is not None:
+        params = freeze.merge(freeze.split(params)[0], backbone)
+    return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, rng=rng)
+
+
+def _with_ema(state: TrainState, new_state: TrainState) -> TrainState:
+    """`new_state` with its EMA updated (it moves only when the optimizer applied an update)."""
     if state.ema is None:
         return new_state
-    applied, update = optimizer_updates(opt_state, new_state.step)
+    applied, update = optimizer_updates(new_state.opt_state, new_state.step)
     return new_state.replace(
-        ema=update_ema(state.ema, new_state.params, batch_stats, applied=applied, update=update)
+        ema=update_ema(state.ema, new_state.params, new_state.batch_stats, applied=applied, update=update)
     )
 
 
