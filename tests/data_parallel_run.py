@@ -13,7 +13,6 @@ import optax
 from jaxcnn.train import (
     EmaConfig,
     MixupConfig,
-    OneCycleConfig,
     OptimConfig,
     PlateauConfig,
     compile_steps,

@@ -12,7 +12,7 @@ import math
 import pathlib
 import statistics
 
-from jaxcnn.report.plots import plt
+from jaxcnn.report.plots import plt, style_epoch_axis
 
 COLUMNS = {  # key -> header
     "run": "run", "arch": "arch", "params": "params", "best_val_accuracy": "best val acc",
@@ -118,11 +118,7 @@ def plot_comparison(rows: list[dict], path) -> None:
             if all(f"val_{metric}" in h for h in row["history"]):
                 ax.plot(epochs, [h[f"val_{metric}"] for h in row["history"]], "-", color=colour, marker="o",
                         label=f"{row['run']} validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric}: train (dashed) and validation (solid)")
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        style_epoch_axis(ax, metric, f"{metric}: train (dashed) and validation (solid)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
     fig.suptitle(f"Comparison of {len(rows)} runs")

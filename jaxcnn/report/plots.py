@@ -27,6 +27,15 @@ def _plot_learning_rate(ax, epochs: list, history: list[dict]):
     return lr_ax
 
 
+def style_epoch_axis(ax, metric: str, title: str) -> None:
+    """Labels, title, grid and whole-number epoch ticks of a per-epoch `metric` chart."""
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
 def plot_history(history: list[dict], path, best_epoch: int | None = None) -> None:
     epochs = [row["epoch"] for row in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
@@ -37,11 +46,7 @@ def plot_history(history: list[dict], path, best_epoch: int | None = None) -> No
         if best_epoch is not None:
             ax.axvline(best_epoch, color="tab:green", linestyle="--", alpha=0.7,
                        label=f"best checkpoint (epoch {best_epoch})")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} per epoch")
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        style_epoch_axis(ax, metric, f"{metric} per epoch")
     lr_ax = _plot_learning_rate(loss_ax, epochs, history) if all("lr" in row for row in history) else None
     handles, labels = loss_ax.get_legend_handles_labels()
     if lr_ax is not None:
