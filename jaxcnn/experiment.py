@@ -89,16 +89,7 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
         checkpointer = cleanup.enter_context(Checkpointer(
             run_dir / "checkpoints", best_metric=best_metric, best_mode=metric_mode(best_metric)
         ))
-        state, problems = training.state, ()
-        if resume and checkpointer.latest_epoch is not None:
-            restored = checkpointer.restore_newest_readable(state, set_aside=True)
-            state, loop, problems = restored.state, LoopState.from_json(restored.meta), restored.problems
-        else:
-            loop = LoopState(early_stopping=config.loop.early_stopping())
-            if config.finetune.pretrained:  # a resumed run continues from its checkpoint instead
-                image_shape = (run.image_size, run.image_size, data.channels)
-                state = replicate(load_pretrained_weights(config, state, num_classes=data.num_classes,
-                                                          input_shape=image_shape), training.mesh)
+        state, loop, problems = _starting_point(run, checkpointer, resume)
 
         inputs = InputSpec.from_data(data, config).to_dict()  # what `load_run` needs to preprocess
         write_json(run_dir / "config.json", {"config": config.to_dict(), "inputs": inputs, "environment": environment()})
@@ -131,16 +122,9 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
         skipped = data.skipped_files()  # now including the files that failed when first read
         logger.skipped_files(skipped)
 
-        final = run.test_loader or run.val_loader
-        split = "test" if run.test_loader else "val"
-        results = {}
-        if final is not None:
-            results = _test_checkpoints(checkpointer, abstract_state, training.eval_step, final, split, mesh,
-                                        data.class_names, logger, best_is_ema=best_metric.endswith("_ema"))
-        results.update(
-            split=split if final is not None else None, epochs_completed=loop.epoch,
-            stop_reason=loop.stop_reason or "completed", skipped_files=len(skipped),
-        )
+        results, split = _test_checkpoints(run, checkpointer, abstract_state, logger)
+        results.update(epochs_completed=loop.epoch, stop_reason=loop.stop_reason or "completed",
+                       skipped_files=len(skipped))
         logger.finish(results, data.class_names, split, config.to_dict(), checkpointer.best_epoch)
         write_json(run_dir / "results.json", results)
     if failure:
@@ -148,11 +132,31 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
     return results
 
 
-def _test_checkpoints(checkpointer, state, eval_step, loader, split, mesh, class_names, logger,
-                      *, best_is_ema: bool) -> dict:
-    """Evaluate the best and the last checkpoint on the final split, as the tutorials report both,
-    and with an EMA also the last checkpoint's EMA weights (`ema`). When the best checkpoint was
-    chosen by an EMA metric, `best` is its EMA weights."""
+def _starting_point(run, checkpointer, resume: bool):
+    """(state, loop state, problems): the newest readable checkpoint of a resumed run (each
+    unreadable one newer than it is a problem line), else the built state, with the pretrained
+    weights in it when the run names some."""
+    state, config = run.training.state, run.config
+    if resume and checkpointer.latest_epoch is not None:
+        restored = checkpointer.restore_newest_readable(state, set_aside=True)
+        return restored.state, LoopState.from_json(restored.meta), restored.problems
+    if config.finetune.pretrained:  # a resumed run continues from its checkpoint instead
+        image_shape = (run.image_size, run.image_size, run.data.channels)
+        state = replicate(load_pretrained_weights(config, state, num_classes=run.data.num_classes,
+                                                  input_shape=image_shape), run.training.mesh)
+    return state, LoopState(early_stopping=config.loop.early_stopping()), ()
+
+
+def _test_checkpoints(run, checkpointer, state, logger) -> tuple[dict, str | None]:
+    """Evaluate the best and the last checkpoint on the final split (test, else validation), as the
+    tutorials report both, and with an EMA also the last checkpoint's EMA weights (`ema`). When the
+    best checkpoint was chosen by an EMA metric, `best` is its EMA weights. Returns the results
+    (with `split`) and the split's name (None when there is neither)."""
+    loader, split = (run.test_loader, "test") if run.test_loader is not None else (run.val_loader, "val")
+    if loader is None:
+        return {"split": None}, None
+    best_is_ema = run.config.loop.best_metric.endswith("_ema")
+    eval_step, mesh, class_names = run.training.eval_step, run.training.mesh, run.data.class_names
     results = {}
     entries = [("best", checkpointer.best_epoch, best_is_ema), ("last", checkpointer.latest_epoch, False)]
     if state.ema is not None:
@@ -170,4 +174,4 @@ def _test_checkpoints(checkpointer, state, eval_step, loader, split, mesh, class
             f"{what} (epoch {epoch}, {checkpointer.path(epoch)}): "
             f"{split} loss {result.loss:.4f}, accuracy {result.accuracy:.4f}"
         )
-    return results
+    return {**results, "split": split}, split
