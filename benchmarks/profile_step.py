@@ -26,19 +26,8 @@ import jax.numpy as jnp
 import optax
 
 import harness
+from conv_micro import time_ms as median_ms
 from jaxcnn.models import layers
-
-
-def median_ms(fn, *args, calls: int = 3, repeats: int = 5) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - start) / calls * 1e3)
-    return statistics.median(times)
 
 
 def recorded_layers(setup: harness.TrainSetup, state):
