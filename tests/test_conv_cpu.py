@@ -1,7 +1,11 @@
 """The XLA:CPU rewrites of `layers.conv_general_dilated`: both paths of each, forced, give lax's
 convolution (values and gradients), and each is chosen per platform when the step is lowered."""
 
+import os
 import re
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +42,7 @@ def assert_same(a, b, tol=1e-5):
 
 
 @pytest.mark.parametrize("batch, chunk, stride, padding", [
-    (10, 4, 1, 1),  # a shorter last slice
+    (10, 4, 1, 1),  # at most 4 images that divide 10: 5 slices of 2
     (12, 3, 2, 1),
     (8, 1, 2, 0),
 ])
@@ -123,3 +127,30 @@ def test_environment_values_are_read(monkeypatch):
     assert layers._env_settings() == layers.ConvSettings(batch_chunk=16, small_map=False)
     monkeypatch.setenv("JAXCNN_CONV_BATCH_CHUNK", "0")
     assert layers._env_settings().batch_chunk == 0
+
+
+SHARDED = textwrap.dedent("""
+    import re, jax, jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jaxcnn.models.layers import conv_general_dilated, conv_settings
+    mesh = Mesh(jax.devices(), ("data",))
+    x = jax.device_put(jnp.ones((16, 8, 8, 4)), NamedSharding(mesh, P("data")))
+    w = jax.device_put(jnp.ones((3, 3, 4, 4)), NamedSharding(mesh, P()))
+    loss = lambda x, w: jnp.sum(jnp.sin(conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    for chunk in (0, 4):
+        with conv_settings(batch_chunk=chunk):
+            text = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
+        print(chunk, len(re.findall(r" convolution\\(", text)),
+              sorted(set(re.findall(r"(all-gather|all-to-all|collective-permute|all-reduce)", text))))
+""")
+
+
+def test_slices_of_a_sharded_batch_move_no_images_between_devices():
+    """Interleaved slices keep a batch sharded over 2 devices local: the only collective, with or
+    without slices, is the all-reduce of the kernel's gradient."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[:2] == ["0 3 ['all-reduce']", "4 12 ['all-reduce']"]

@@ -58,8 +58,8 @@ def torch_conv(module: nn.Module, *, use_bias: bool = False,
 class ConvSettings:
     """How `conv_general_dilated` computes on XLA:CPU (other platforms always get one call).
 
-    batch_chunk: "auto" (slices sized by `cpu_batch_chunk`), 0 (never slice) or N (slices of N
-    images). small_map: compute maps smaller than the kernel as one matmul. Read when a step is
+    batch_chunk: "auto" (slices sized by `cpu_batch_chunk`), 0 (never slice) or N (slices of at
+    most N images, as many as divide the batch evenly). small_map: compute maps smaller than the kernel as one matmul. Read when a step is
     traced, so set them before the step is built and compiled.
     """
 
@@ -191,9 +191,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         chunk = _settings.batch_chunk
         if chunk == "auto":
             chunk = cpu_batch_chunk(lhs.shape, out + (rhs.shape[-1],), lhs.dtype.itemsize, math.prod(kernel))
-        if not chunk or chunk >= lhs.shape[0]:
-            return one_call(lhs, rhs)
-        cpu = partial(_in_batch_slices, one_call, chunk=chunk)
+        slices = _slice_count(lhs.shape[0], chunk) if chunk else 1
+        if slices == 1 or (_settings.batch_chunk == "auto" and 2 * lhs.shape[0] < slices * chunk):
+            return one_call(lhs, rhs)  # auto: no slices of under half the rule's size (odd batches)
+        cpu = partial(_in_batch_slices, one_call, slices=slices)
     return jax.lax.platform_dependent(lhs, rhs, cpu=cpu, default=one_call)
 
 
@@ -208,11 +209,24 @@ def small_map_matmul(lhs, rhs, *, window_strides, padding, out, precision=None,
                    precision=precision, preferred_element_type=preferred_element_type)
 
 
-def _in_batch_slices(conv, lhs, rhs, *, chunk: int):
-    """`conv` over static batch slices of `chunk` images, concatenated (per-example, so the same
-    values; the kernel's gradient sums the slices' gradients). Static slices, not `lax.map`: the
-    backward of a scan over slices measured 10x slower."""
-    return jnp.concatenate([conv(lhs[i:i + chunk], rhs) for i in range(0, lhs.shape[0], chunk)])
+def _in_batch_slices(conv, lhs, rhs, *, slices: int):
+    """`conv` over `slices` static, interleaved slices of the batch, put back in order.
+
+    Slice k holds images k, k + slices, k + 2 * slices, ...: with the batch sharded in blocks over
+    devices, each slice stays spread over all of them, so no image moves between devices
+    (contiguous slices would each sit on one device). Convolution is per example, so the values
+    are those of one call; the kernel's gradient sums the slices'. Static slices, not `lax.map`:
+    the backward of a scan over slices measured 10x slower.
+    """
+    batch = lhs.shape[0]
+    grouped = lhs.reshape(batch // slices, slices, *lhs.shape[1:])
+    outs = [conv(grouped[:, k], rhs) for k in range(slices)]
+    return jnp.stack(outs, axis=1).reshape(batch, *outs[0].shape[1:])
+
+
+def _slice_count(batch: int, chunk: int) -> int:
+    """The fewest slices of at most `chunk` images that divide `batch` evenly."""
+    return next(n for n in range(-(-batch // chunk), batch + 1) if batch % n == 0)
 
 
 def torch_norm(module: nn.Module, train: bool, *, epsilon: float = 1e-5) -> ModuleDef:
