@@ -24,6 +24,7 @@ import sys
 import jax
 
 import harness
+from jaxcnn.models.layers import conv_settings
 
 try:
     import torch
@@ -70,10 +71,18 @@ def jax_trainer(setup: harness.TrainSetup):
 
 
 def compare(arch: str, args) -> dict:
-    setup = harness.TrainSetup(arch, args.image_size, args.batch_size, channels=3,
-                               num_classes=args.num_classes, optimizer=args.optimizer)
+    def setup_under(**settings):  # the settings are read when the step is traced: compile here
+        with conv_settings(**settings):
+            setup = harness.TrainSetup(arch, args.image_size, args.batch_size, channels=3,
+                                       num_classes=args.num_classes, optimizer=args.optimizer)
+            setup.compile()
+            return setup
+
+    setup = setup_under()
     host_batch = harness.synthetic_batch(args.batch_size, args.image_size, 3, args.num_classes, setup.seed)
     contenders = {"jaxcnn": jax_trainer(setup)}
+    if args.before:
+        contenders["jaxcnn before"] = jax_trainer(setup_under(batch_chunk=0))
     for name, channels_last in (("torch eager", False), ("torch channels_last", True)):
         contenders[name] = torch_trainer(arch, host_batch, image_size=args.image_size, channels=3,
                                          num_classes=args.num_classes, optimizer=args.optimizer,
@@ -93,7 +102,8 @@ def compare(arch: str, args) -> dict:
         "images_per_s": medians, "window_images_per_s": rates, "steps_per_window": steps,
         "ratio_vs_torch_eager": medians["jaxcnn"] / medians["torch eager"],
         "ratio_vs_torch_channels_last": medians["jaxcnn"] / medians["torch channels_last"],
-    }
+    } | ({"before_ratio_vs_torch_channels_last": medians["jaxcnn before"] / medians["torch channels_last"],
+          "after_over_before": medians["jaxcnn"] / medians["jaxcnn before"]} if args.before else {})
 
 
 def main() -> None:
@@ -106,6 +116,8 @@ def main() -> None:
     p.add_argument("--optimizer", default=harness.DEFAULTS.optim.name, choices=["adam", "adamw", "sgd"])
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     p.add_argument("--window-seconds", type=float, default=1.0, help="target length of one window")
+    p.add_argument("--before", action="store_true",
+                   help="also time jaxcnn without the CPU batch slices (JAXCNN_CONV_BATCH_CHUNK=0), alternating")
     p.add_argument("--json", help="write the results to this JSON file")
     args = p.parse_args()
     if torch is None:
@@ -120,7 +132,9 @@ def main() -> None:
         r = results[-1]
         print(f"{arch:<13} " + "  ".join(f"{name} {rate:8.1f} img/s" for name, rate in r["images_per_s"].items())
               + f"  | jaxcnn/eager {r['ratio_vs_torch_eager']:.2f}x"
-              f"  jaxcnn/channels_last {r['ratio_vs_torch_channels_last']:.2f}x", flush=True)
+              f"  jaxcnn/channels_last {r['ratio_vs_torch_channels_last']:.2f}x"
+              + (f" (before {r['before_ratio_vs_torch_channels_last']:.2f}x; after/before "
+                 f"{r['after_over_before']:.2f}x)" if args.before else ""), flush=True)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
 
