@@ -187,6 +187,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     if _settings.small_map and min(math.prod(spatial), math.prod(out)) < math.prod(kernel):
         cpu = partial(small_map_matmul, window_strides=window_strides, padding=padding, out=out,
                       precision=precision, preferred_element_type=preferred_element_type)
+    elif not isinstance(lhs.shape[0], int):  # a symbolic batch (jax.export): no static slices
+        return one_call(lhs, rhs)
     else:
         chunk = _settings.batch_chunk
         if chunk == "auto":
