@@ -133,6 +133,34 @@ def train_epoch(train_step: Callable, state, batches, mesh, *, progress=None):
     return state, sum_metrics(per_step)
 
 
+def _check_watched_metrics(names, val_loader, state) -> None:
+    """A ValueError unless every watched metric exists in this run's epoch rows."""
+    for name in names:
+        metric_mode(name)
+        if val_loader is None and name.startswith("val_"):
+            raise ValueError(f"{name} needs a validation set; without one, watch train_loss or train_accuracy")
+        if name.endswith("_ema") and state.ema is None:
+            raise ValueError(f"the metric {name!r} needs a state with an EMA (create_train_state(..., ema=...))")
+
+
+def _train_metrics(train: dict) -> dict[str, float]:
+    """train_loss, train_accuracy and (6+ classes) train_top5 from an epoch's summed step metrics."""
+    row = {"train_loss": float(train["loss_sum"] / train["count"]),
+           "train_accuracy": float(train["correct"] / train["count"])}
+    if "correct_top5" in train:
+        row["train_top5"] = float(train["correct_top5"] / train["count"])
+    return row
+
+
+def _validation_metrics(eval_step, state, epoch_batches: Callable, mesh) -> dict[str, float]:
+    """val_* of the state, and val_*_ema of its EMA weights (a second pass) when it keeps an EMA."""
+    row = _validate(eval_step, state, epoch_batches(), mesh)
+    if state.ema is not None:
+        ema = _validate(eval_step, state.ema_view(), epoch_batches(), mesh)
+        row.update({f"{name}_ema": value for name, value in ema.items()})
+    return row
+
+
 def _validate(eval_step, state, batches, mesh) -> dict[str, float]:
     """val_loss, val_accuracy and (6+ classes) val_top5 of `state` on one pass of `batches`."""
     result = evaluate(eval_step, state, batches, mesh)
@@ -174,12 +202,7 @@ def fit(
     """
     if frozen_epochs and frozen_train_step is None:
         raise ValueError(f"frozen_epochs={frozen_epochs} needs a frozen_train_step")
-    for name in (best_metric, *([plateau.metric] if plateau else [])):
-        metric_mode(name)
-        if val_loader is None and name.startswith("val_"):
-            raise ValueError(f"{name} needs a validation set; without one, watch train_loss or train_accuracy")
-        if name.endswith("_ema") and state.ema is None:
-            raise ValueError(f"the metric {name!r} needs a state with an EMA (create_train_state(..., ema=...))")
+    _check_watched_metrics((best_metric, *([plateau.metric] if plateau else [])), val_loader, state)
     loop = loop or LoopState()
     logger = logger or LogLogger()
     if loop.early_stopping is not None and loop.early_stopping.should_stop:
@@ -193,7 +216,8 @@ def fit(
             step = frozen_train_step if epoch <= frozen_epochs else train_step
             state, train = train_epoch(step, state, train_loader.epoch(epoch), mesh, progress=bar)
             train_seconds = time.perf_counter() - started
-        train_loss = float(train["loss_sum"] / train["count"])
+        row = {"epoch": epoch, **_train_metrics(train)}
+        train_loss = row["train_loss"]
         if not math.isfinite(train_loss):
             loop.stop_reason = f"non-finite training loss ({train_loss}) in epoch {epoch}"
             logger.message(
@@ -202,14 +226,8 @@ def fit(
             )
             raise NonFiniteLossError(loop.stop_reason)
 
-        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": float(train["correct"] / train["count"])}
-        if "correct_top5" in train:
-            row["train_top5"] = float(train["correct_top5"] / train["count"])
         if val_loader is not None:
-            row.update(_validate(eval_step, state, val_loader.epoch(epoch), mesh))
-            if state.ema is not None:
-                ema = _validate(eval_step, state.ema_view(), val_loader.epoch(epoch), mesh)
-                row.update({f"{name}_ema": value for name, value in ema.items()})
+            row.update(_validation_metrics(eval_step, state, lambda: val_loader.epoch(epoch), mesh))
         row.update(
             lr=current_learning_rate(state.opt_state),
             images_per_second=float(train["count"]) / train_seconds,
