@@ -25,7 +25,7 @@ import sys
 import jax
 
 import harness
-from jaxcnn.models.layers import conv_settings
+from jaxcnn.models.cpu_conv import conv_settings
 
 try:
     import torch
