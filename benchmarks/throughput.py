@@ -6,7 +6,7 @@
     python benchmarks/throughput.py --arch lenet5 --image-size 28 --batch-size 128 --pipeline --data demo
 
 Each configuration builds what `jaxcnn train` builds (`harness.TrainSetup`) on a synthetic
-batch already on the devices, then reports:
+uint8 batch already on the devices (normalized inside the step, as a run's batches are), then reports:
 - compile_s: trace + lower + XLA compile of the step (what the first call costs beyond one step);
 - images_per_s: the median over `--windows` timed windows (each ~`--window-seconds`, blocking
   only at its end) after a warm-up window; step_s: the median window time per step;
@@ -46,6 +46,7 @@ import jax
 
 import harness
 from jaxcnn.models import list_models
+from jaxcnn.train import InputNormalization
 
 # Dense peak TFLOP/s per device: (float32 as JAX runs it by default -- TF32 tensor cores on
 # Ampere and newer --, bfloat16 tensor cores). Vendor datasheets, without sparsity. Matched
@@ -152,10 +153,11 @@ def load_pipeline_data(args):
 def run_configs(args, device_counts) -> list[dict]:
     """Measure every configuration for each device count in this process; one record each."""
     env = harness.environment()
-    channels, num_classes, data = args.channels, args.num_classes, None
+    channels, num_classes, data, normalize = args.channels, args.num_classes, None, None
     if args.pipeline:
         data = load_pipeline_data(args)
         channels, num_classes = data.channels, data.num_classes
+        normalize = InputNormalization(data.mean, data.std)  # the Loader's batches are normalized with these
     records = []
     for devices, arch, size, batch, dtype in itertools.product(
         device_counts, args.arch, args.image_size, args.batch_size, args.dtype
@@ -163,7 +165,7 @@ def run_configs(args, device_counts) -> list[dict]:
         config = dict(arch=arch, image_size=size, per_device_batch=batch, dtype=dtype, devices=devices)
         try:
             setup = harness.TrainSetup(**config, channels=channels, num_classes=num_classes,
-                                       optimizer=args.optimizer)
+                                       optimizer=args.optimizer, normalize=normalize)
             record = measure(setup, args, data)
         except Exception as error:  # a configuration that cannot run (too small, out of memory) is reported
             record = {**config, "mode": "pipeline" if args.pipeline else "eval" if args.eval else "train",

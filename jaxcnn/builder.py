@@ -110,10 +110,12 @@ class Training:
 
 def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[int, int, int],
                    steps_per_epoch: int, mesh: jax.sharding.Mesh | None = None,
-                   pretrained: bool = True) -> Training:
+                   pretrained: bool = True, normalize=None) -> Training:
     """Model -> optimizer -> replicated initial state (from `finetune.pretrained` weights unless
     `pretrained=False`) -> compiled steps, for `num_classes` classes and (height, width,
-    channels) inputs, on `mesh` (default: every visible device)."""
+    channels) inputs, on `mesh` (default: every visible device). `normalize`
+    (`jaxcnn.train.InputNormalization`): the statistics the steps normalize uint8 batches with,
+    as the loaders deliver them; without it the steps take only normalized float batches."""
     from jaxcnn.train import compile_steps, create_train_state, make_mesh, replicate
     from jaxcnn.train.finetune import Freeze
 
@@ -130,7 +132,7 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
     state = create_train_state(jax.random.key(config.seed), model, optimizer, input_shape, ema=config.loop.ema())
     if pretrained and config.finetune.pretrained:
         state = load_pretrained_weights(config, state, num_classes=num_classes, input_shape=input_shape)
-    settings = dict(label_smoothing=config.loop.label_smoothing, mixup=config.loop.mixup)
+    settings = dict(label_smoothing=config.loop.label_smoothing, mixup=config.loop.mixup, normalize=normalize)
     train_step, eval_step = compile_steps(mesh, **settings)
     frozen_epochs, frozen_train_step = config.finetune.freeze_backbone_epochs, None
     if frozen_epochs:
@@ -215,6 +217,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     `finetune.pretrained` (a resumed run restores its checkpoint instead).
     """
     from jaxcnn.data import Loader, load_data
+    from jaxcnn.train import InputNormalization
 
     config.require_complete()
     data = load_data(
@@ -240,7 +243,8 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
         test_loader = loader(data.test, False) if data.test is not None else None
         training = build_training(config, num_classes=data.num_classes,
                                   input_shape=(image_size, image_size, data.channels),
-                                  steps_per_epoch=len(train_loader), mesh=mesh, pretrained=pretrained)
+                                  steps_per_epoch=len(train_loader), mesh=mesh, pretrained=pretrained,
+                                  normalize=InputNormalization.of(train_loader.normalize))
     except BaseException:
         cleanup.close()
         raise

@@ -8,6 +8,7 @@ from jaxcnn.train.ema import EmaConfig, EmaState
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import EvalResult, evaluate
 from jaxcnn.train.finetune import FinetuneConfig, Freeze, backbone_groups, head_labels, scale_backbone_lr
+from jaxcnn.train.inputs import InputNormalization, prepare_inputs
 from jaxcnn.train.loop import LogLogger, LoopConfig, LoopState, NonFiniteLossError, fit
 from jaxcnn.train.metrics import METRIC_MODES, metric_mode
 from jaxcnn.train.mixup import MixupConfig
@@ -33,6 +34,7 @@ __all__ = [
     "EmaState",
     "EvalResult",
     "FinetuneConfig",
+    "InputNormalization",
     "Freeze",
     "LogLogger",
     "LoopConfig",
@@ -64,6 +66,7 @@ __all__ = [
     "metric_mode",
     "mixed_cross_entropy",
     "onecycle_schedule",
+    "prepare_inputs",
     "replicate",
     "scale_backbone_lr",
     "scale_by_plateau",
