@@ -234,7 +234,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
             source, batch_size=config.data.batch_size, train=train, image_size=image_size,
             mean=data.mean, std=data.std, augment=config.data.augment or data.default_augment,
             hflip=data.default_hflip if config.data.hflip is None else config.data.hflip,
-            seed=config.seed, workers=config.data.workers, channels=data.channels,
+            seed=config.seed, workers=config.data.workers, prefetch=config.data.prefetch, channels=data.channels,
         ))
 
     try:

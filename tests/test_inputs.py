@@ -6,7 +6,10 @@ import numpy as np
 import optax
 import pytest
 
+from jaxcnn.builder import RunConfig, build
+from jaxcnn.config import ConfigError
 from jaxcnn.data.arrays import ArraySource
+from jaxcnn.data.config import DataConfig
 from jaxcnn.data.pipeline import Loader
 from jaxcnn.data.transforms import Normalize
 from jaxcnn.train import InputNormalization, compile_steps, make_mesh, prepare_inputs, replicate, shard_batch
@@ -97,3 +100,11 @@ def test_input_normalization_is_a_static_value_with_the_host_constants():
     with pytest.raises(ValueError, match="std > 0"):
         InputNormalization((0.5,), (0.0,))
 
+
+def test_prefetch_is_at_least_one_and_reaches_the_loaders():
+    assert DataConfig().prefetch == 2
+    with pytest.raises(ConfigError, match="prefetch"):
+        DataConfig(prefetch=0)
+    config = RunConfig.from_dict({"model": {"arch": "lenet5"}, "data": {"name": "demo", "prefetch": 3}})
+    with build(config) as run:
+        assert run.train_loader.prefetch == run.val_loader.prefetch == 3

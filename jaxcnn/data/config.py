@@ -29,6 +29,8 @@ class DataConfig:
     download: bool = option(False, "download CIFAR/MNIST archives (checksum-verified)")
     cache: bool = option(False, "keep the decoded, resized images of a folder in memory")
     workers: int = option(0, "data worker processes (0: in-process)", resume=True)
+    prefetch: int = option(2, "batches prepared ahead: by the loader's threads (or each worker) and, "
+                              "already sharded, on the devices", resume=True)
 
     def __post_init__(self):
         if self.name is not None:
@@ -43,3 +45,4 @@ class DataConfig:
         check_float("hflip", self.hflip, low=0.0, high=1.0, optional=True)
         check_choice("label_mode", self.label_mode, LABEL_MODES, optional=True)
         check_int("workers", self.workers, minimum=0)
+        check_int("prefetch", self.prefetch, minimum=1)
