@@ -106,7 +106,8 @@ class Loader:
       batch_size: examples per batch (global; the trainer shards it over devices).
       train: shuffle + augment + drop the last partial batch, or evaluate every example once.
       image_size: S or (h, w) of the output images.
-      mean, std: per-channel statistics on the 0..1 scale (1 value, or 3 for RGB into gray).
+      mean, std: per-channel statistics on the 0..1 scale (1 value, or 3 for RGB into gray), kept
+        per output channel as `normalize`; the steps normalize the uint8 batches with them.
       augment: a recipe or comma list of ops (`jaxcnn.data.transforms`); eval uses its eval side.
       hflip: probability of the recipe's horizontal flip.
       seed: shuffle and augmentation seed.

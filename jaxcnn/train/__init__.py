@@ -1,7 +1,8 @@
-"""Training: a pure, sharded train/eval step on a TrainState pytree (optionally with an EMA of
-the weights and MixUp/CutMix on the device), optax optimizers and schedules (incl. torch-style
-reduce-on-plateau and one-cycle, gradient clipping and accumulation), fine-tuning (a frozen or
-slower backbone), Orbax best/latest checkpoints, and the epoch loop (`fit`) that drives them."""
+"""Training: a pure, sharded train/eval step on a TrainState pytree (uint8 batches normalized on
+the device, optionally with an EMA of the weights and MixUp/CutMix there too), optax optimizers
+and schedules (incl. torch-style reduce-on-plateau and one-cycle, gradient clipping and
+accumulation), fine-tuning (a frozen or slower backbone), Orbax best/latest checkpoints, and the
+epoch loop (`fit`) that drives them."""
 
 from jaxcnn.train.checkpoints import CheckpointError, Checkpointer, Restored, UnreadableCheckpointError
 from jaxcnn.train.ema import EmaConfig, EmaState
