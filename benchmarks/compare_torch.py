@@ -83,7 +83,8 @@ def compare(arch: str, args) -> dict:
             return setup
 
     setup = setup_under()
-    host_batch = harness.synthetic_batch(args.batch_size, args.image_size, 3, args.num_classes, setup.seed)
+    host_batch = harness.normalized_on_host(  # PyTorch on the CPU trains on what its host normalized
+        harness.synthetic_batch(args.batch_size, args.image_size, 3, args.num_classes, setup.seed), setup.normalize)
     contenders = {"jaxcnn": jax_trainer(setup)}
     if args.before:
         contenders["jaxcnn before"] = jax_trainer(setup_under(batch_chunk=0))

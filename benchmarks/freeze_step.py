@@ -15,7 +15,7 @@ import time
 
 import jax
 
-from harness import environment, median, synthetic_batch
+from harness import environment, median, synthetic_batch, synthetic_stats
 from jaxcnn.builder import RunConfig, build_training
 from jaxcnn.train import make_mesh, shard_batch
 
@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     config = RunConfig.from_dict({"model": {"arch": args.arch}, "data": {"batch_size": args.batch},
                                   "finetune": {"freeze_backbone_epochs": 1}})
     training = build_training(config, num_classes=args.classes, steps_per_epoch=1000, mesh=mesh,
-                              input_shape=(args.image_size, args.image_size, 3))
+                              input_shape=(args.image_size, args.image_size, 3), normalize=synthetic_stats(3))
     batch = shard_batch(synthetic_batch(args.batch, args.image_size, 3, args.classes, config.seed), mesh)
     state, compiled, compile_seconds = training.state, {}, {}
     for name, step in (("frozen", training.frozen_train_step), ("full", training.train_step)):

@@ -2,9 +2,10 @@
 
 `TrainSetup` builds exactly what `jaxcnn train` builds — through the public builder,
 `jaxcnn.build_training(RunConfig)` (model -> optimizer -> replicated state -> compiled steps) —
-for a synthetic batch already on the mesh, so a benchmark times the function users train with,
-not a re-implementation of it. Timings are medians of windows; a window blocks only at its end,
-so the host keeps XLA's dispatch queue full exactly as the training loop does.
+for a synthetic uint8 batch already on the mesh (normalized inside the step, as a run's batches
+are), so a benchmark times the function users train with, not a re-implementation of it.
+Timings are medians of windows; a window blocks only at its end, so the host keeps XLA's
+dispatch queue full exactly as the training loop does.
 """
 
 from __future__ import annotations
@@ -24,19 +25,30 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from jaxcnn.builder import RunConfig, build_training  # noqa: E402
-from jaxcnn.train import make_mesh, shard_batch  # noqa: E402
+from jaxcnn.data.transforms import Normalize  # noqa: E402
+from jaxcnn.train import InputNormalization, make_mesh, shard_batch  # noqa: E402
 
 DEFAULTS = RunConfig()  # the command line's defaults (optimizer, learning rate, schedule, seed)
 
 
+def synthetic_stats(channels: int) -> InputNormalization:
+    """The statistics of `synthetic_batch`'s uniform pixels (mean 127.5 / 255, std ~73.9 / 255)."""
+    return InputNormalization((0.5,) * channels, (0.29,) * channels)
+
+
 def synthetic_batch(global_batch: int, image_size: int, channels: int, num_classes: int, seed: int = 0) -> dict:
-    """A host batch in the loaders' layout (normalized float32 images, int32 labels, mask of ones)."""
+    """A host batch in the loaders' layout (uint8 images, int32 labels, mask of ones)."""
     rng = np.random.default_rng(seed)
     return {
-        "image": rng.standard_normal((global_batch, image_size, image_size, channels), np.float32),
+        "image": rng.integers(0, 256, (global_batch, image_size, image_size, channels), np.uint8),
         "label": rng.integers(0, num_classes, global_batch).astype(np.int32),
         "mask": np.ones(global_batch, np.float32),
     }
+
+
+def normalized_on_host(batch: dict, normalize: InputNormalization) -> dict:
+    """`batch` with float32 images normalized on the host (what a PyTorch contender trains on)."""
+    return {**batch, "image": Normalize(normalize.mean, normalize.std).apply(batch["image"])}
 
 
 @dataclasses.dataclass
@@ -45,7 +57,8 @@ class TrainSetup:
 
     "Batch" here is per device, as benchmark tables report it; the training config's
     `data.batch_size` (the command line's `--batch-size`) is the global batch,
-    `per_device_batch * devices`.
+    `per_device_batch * devices`. `normalize`: the statistics the steps normalize with (default
+    `synthetic_stats`; a data set's own where its loader feeds the steps).
     """
 
     arch: str
@@ -56,8 +69,10 @@ class TrainSetup:
     channels: int = 3
     num_classes: int = 10
     optimizer: str = DEFAULTS.optim.name
+    normalize: InputNormalization | None = None
 
     def __post_init__(self):
+        self.normalize = self.normalize or synthetic_stats(self.channels)
         available = jax.devices()
         if self.devices > len(available):
             raise ValueError(f"{self.devices} devices requested, {len(available)} visible")
@@ -70,7 +85,7 @@ class TrainSetup:
         })
         self.training = build_training(
             self.config, num_classes=self.num_classes, input_shape=(self.image_size, self.image_size, self.channels),
-            steps_per_epoch=1000, mesh=self.mesh,
+            steps_per_epoch=1000, mesh=self.mesh, normalize=self.normalize,
         )
         self.state, self.train_step, self.eval_step = (
             self.training.state, self.training.train_step, self.training.eval_step)

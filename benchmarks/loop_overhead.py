@@ -28,7 +28,7 @@ import jax
 import harness
 from jaxcnn.data import Loader, load_data
 from jaxcnn.report.run_log import RunLogger
-from jaxcnn.train import Checkpointer, LoopState, fit
+from jaxcnn.train import Checkpointer, InputNormalization, LoopState, fit
 from jaxcnn.train.evaluate import sum_metrics
 
 
@@ -45,7 +45,8 @@ def measure(arch: str, batch_size: int, args, run_dir: pathlib.Path) -> dict:
     data = load_data("demo", split_seed=harness.DEFAULTS.seed, cache=args.cache)
     train_loader, val_loader = loaders(data, batch_size, harness.DEFAULTS.seed)
     setup = harness.TrainSetup(arch, data.default_image_size, batch_size, channels=data.channels,
-                               num_classes=data.num_classes, devices=1)
+                               num_classes=data.num_classes, devices=1,
+                               normalize=InputNormalization.of(train_loader.normalize))
     state, mesh = setup.state, setup.mesh
     checkpointer = Checkpointer(run_dir / "checkpoints")
     loop = LoopState()  # no early stopping: every round trains its epochs

@@ -7,11 +7,13 @@
    by `ImageFolderSource` at 224 px through `Loader` (train, recipe `flip`) with 0, 1 and 2 workers,
    beside a plain PIL loop: open, convert RGB, resize to 224x224, flip, to numpy.
 2. CIFAR-format arrays (32x32x3 uint8 in memory) through `Loader` (recipe `cifar`: pad-crop +
-   flip), beside a plain numpy loop doing the same crop, flip, stack and normalize.
+   flip), beside a plain numpy loop doing the same crop, flip and stack.
 
 The Loader figures exclude worker start-up (reported apart) and the batches its buffers filled
 ahead; each round runs every contender once, interleaved, and the table shows medians and the
-ratio to the plain loop (GUIDE §4: these machines are shared and noisy).
+ratio to the plain loop (GUIDE §4: these machines are shared and noisy). Under each table: the
+bytes of one Loader batch as it crosses to the device (uint8 images, normalized inside the step)
+against the same batch with float32 images normalized on the host, as the Loader sent them before.
 """
 
 from __future__ import annotations
@@ -88,9 +90,8 @@ def plain_pil_loop(paths: list[str], size: int, rng: np.random.Generator) -> int
 
 
 def plain_numpy_cifar_loop(images: np.ndarray, batch_size: int, rng: np.random.Generator) -> int:
-    """Pad-4 random crop + flip per image, stack, normalize per batch, in plain numpy."""
+    """Pad-4 random crop + flip per image and stack (uint8, as the Loader), in plain numpy."""
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
-    scale = np.float32(1 / (255 * STD[0]))
     order = rng.permutation(len(images))
     done = 0
     for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -99,8 +100,7 @@ def plain_numpy_cifar_loop(images: np.ndarray, batch_size: int, rng: np.random.G
             y, x = rng.integers(0, 9, 2)
             crop = padded[i, y : y + 32, x : x + 32]
             crops.append(crop[:, ::-1] if rng.random() < 0.5 else crop)
-        batch = np.stack(crops).astype(np.float32) * scale - np.float32(MEAN[0] / STD[0])
-        done += len(batch)
+        done += len(np.stack(crops))
     return done
 
 
@@ -114,6 +114,14 @@ def time_loader_epoch(loader: Loader, epoch: int) -> float:
     return (len(stamps) - 1 - skip) * loader.batch_size / (stamps[-1] - stamps[skip])
 
 
+def transfer_bytes(loader: Loader, batch: dict) -> dict:
+    """Bytes of `batch`, one of `loader`'s, as it crosses to the device (uint8 images) and as it
+    would with float32 images normalized on the host."""
+    as_float32 = {**batch, "image": loader.normalize.apply(batch["image"])}
+    uint8, float32 = (sum(array.nbytes for array in b.values()) for b in (batch, as_float32))
+    return {"uint8": uint8, "float32": float32, "ratio": float32 / uint8}
+
+
 def time_call(fn, *args) -> float:
     start = time.perf_counter()
     n = fn(*args)
@@ -123,17 +131,15 @@ def time_call(fn, *args) -> float:
 def run(args) -> dict:
     results: dict[str, dict] = {}
 
-    def bench(title: str, contenders: dict, startup: dict) -> None:
+    def bench(title: str, contenders: dict, startup: dict, sent: dict) -> None:
         rates = {name: [] for name in contenders}
         for r in range(args.rounds):
             for name, fn in contenders.items():
                 rates[name].append(fn(r + 1))
         base = statistics.median(rates["plain loop"])
-        results[title] = {
-            name: {"images_per_s": statistics.median(v), "ratio": statistics.median(v) / base,
-                   "startup_s": startup.get(name)}
-            for name, v in rates.items()
-        }
+        rows = {name: {"images_per_s": statistics.median(v), "ratio": statistics.median(v) / base,
+                       "startup_s": startup.get(name)} for name, v in rates.items()}
+        results[title] = {"contenders": rows, "bytes_per_batch": sent}
 
     # 1. JPEG folder at 224 px.
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,14 +156,14 @@ def run(args) -> dict:
             loader = Loader(source, batch_size=args.batch_size, train=True, image_size=args.size, mean=MEAN,
                             std=STD, augment="flip", seed=0, workers=workers)
             start = time.perf_counter()
-            next(loader.epoch(0))  # starts the workers; epoch 0 is not timed
+            first = next(loader.epoch(0))  # starts the workers; epoch 0 is not timed
             startup[f"Loader workers={workers}"] = time.perf_counter() - start
             loaders[f"Loader workers={workers}"] = loader
         rng = np.random.default_rng(0)
         contenders = {"plain loop": lambda r: time_call(plain_pil_loop, paths, args.size, rng)}
         contenders.update({name: (lambda r, ld=ld: time_loader_epoch(ld, r)) for name, ld in loaders.items()})
         bench(f"JPEG {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} folder -> {args.size} px, recipe flip, "
-              f"batch {args.batch_size}, {len(source)} images", contenders, startup)
+              f"batch {args.batch_size}, {len(source)} images", contenders, startup, transfer_bytes(loader, first))
         for loader in loaders.values():
             loader.close()
 
@@ -168,25 +174,29 @@ def run(args) -> dict:
         loader = Loader(arrays, batch_size=128, train=True, image_size=32, mean=MEAN, std=STD,
                         augment="cifar", seed=0, workers=workers)
         start = time.perf_counter()
-        next(loader.epoch(0))
+        first = next(loader.epoch(0))
         startup[f"Loader workers={workers}"] = time.perf_counter() - start
         loaders[f"Loader workers={workers}"] = loader
     rng = np.random.default_rng(0)
     contenders = {"plain loop": lambda r: time_call(plain_numpy_cifar_loop, arrays.images, 128, rng)}
     contenders.update({name: (lambda r, ld=ld: time_loader_epoch(ld, r)) for name, ld in loaders.items()})
-    bench(f"CIFAR-format arrays 32 px, recipe cifar, batch 128, {len(arrays)} images", contenders, startup)
+    bench(f"CIFAR-format arrays 32 px, recipe cifar, batch 128, {len(arrays)} images", contenders, startup,
+          transfer_bytes(loader, first))
     for loader in loaders.values():
         loader.close()
     return results
 
 
 def print_table(results: dict) -> None:
-    for title, rows in results.items():
+    for title, result in results.items():
         print(f"\n{title}")
         print(f"  {'contender':<20} {'images/s':>10} {'ratio':>7} {'start-up':>9}")
-        for name, row in rows.items():
+        for name, row in result["contenders"].items():
             startup = f"{row['startup_s']:.1f} s" if row["startup_s"] is not None else ""
             print(f"  {name:<20} {row['images_per_s']:>10.0f} {row['ratio']:>6.2f}x {startup:>9}")
+        sent = result["bytes_per_batch"]
+        print(f"  bytes per batch to the device: {sent['uint8']:,} (uint8 images) against {sent['float32']:,} "
+              f"(float32, normalized on the host): {sent['ratio']:.2f}x less")
 
 
 def main() -> None:

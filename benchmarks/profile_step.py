@@ -33,6 +33,7 @@ import optax
 import harness
 from conv_micro import time_ms as median_ms
 from jaxcnn.models import layers
+from jaxcnn.train import prepare_inputs
 
 
 def recorded_layers(setup: harness.TrainSetup, state):
@@ -55,7 +56,7 @@ def recorded_layers(setup: harness.TrainSetup, state):
         with nn.intercept_methods(record_norm):
             jax.eval_shape(lambda v, x: setup.training.model.apply(
                 v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}),
-                variables, setup.batch["image"])
+                variables, prepare_inputs(setup.batch, setup.normalize)["image"])
     finally:
         layers.conv_general_dilated = original
     return convs, norms
@@ -138,6 +139,7 @@ def torch_profile(arch: str, batch: int, image_size: int) -> dict[str, float]:
     from compare_torch import torch_trainer
 
     host = harness.synthetic_batch(batch, image_size, 3, 10)
+    host = harness.normalized_on_host(host, harness.synthetic_stats(3))
     run = torch_trainer(arch, host, image_size=image_size, channels=3, num_classes=10, optimizer="adam",
                         learning_rate=1e-4, channels_last=True)
     run(2)

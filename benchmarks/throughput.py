@@ -8,7 +8,7 @@
         --devices 1,2,4,8 --json gpu.json      # the whole GPU table (benchmarks/README.md)
 
 Each configuration builds what `jaxcnn train` builds (`harness.TrainSetup`) on a synthetic
-batch already on the devices, then reports:
+uint8 batch already on the devices (normalized inside the step, as a run's batches are), then reports:
 - compile_s: trace + lower + XLA compile of the step (what the first call costs beyond one step);
 - images_per_s: the median over `--windows` timed windows (each ~`--window-seconds`, blocking
   only at its end) after a warm-up window; step_s: the median window time per step;
@@ -54,6 +54,7 @@ import harness
 from jaxcnn.builder import resolve_batch_size
 from jaxcnn.config import AUTO, int_or_auto
 from jaxcnn.models import list_models
+from jaxcnn.train import InputNormalization
 
 # Dense peak TFLOP/s per device: (float32 as JAX runs it by default -- TF32 tensor cores on
 # Ampere and newer --, bfloat16 tensor cores). Vendor datasheets, without sparsity. Matched
@@ -160,10 +161,11 @@ def load_pipeline_data(args):
 def run_configs(args, device_counts) -> list[dict]:
     """Measure every configuration for each device count in this process; one record each."""
     env = harness.environment()
-    channels, num_classes, data = args.channels, args.num_classes, None
+    channels, num_classes, data, normalize = args.channels, args.num_classes, None, None
     if args.pipeline:
         data = load_pipeline_data(args)
         channels, num_classes = data.channels, data.num_classes
+        normalize = InputNormalization(data.mean, data.std)  # the Loader's batches are normalized with these
     records = []
     for devices, arch, size, batch, dtype in itertools.product(
         device_counts, args.arch, args.image_size, args.batch_size, args.dtype
@@ -173,7 +175,7 @@ def run_configs(args, device_counts) -> list[dict]:
             if batch == AUTO:
                 config["per_device_batch"] = auto_per_device_batch(config, channels, num_classes, args.optimizer)
             setup = harness.TrainSetup(**config, channels=channels, num_classes=num_classes,
-                                       optimizer=args.optimizer)
+                                       optimizer=args.optimizer, normalize=normalize)
             record = measure(setup, args, data)
         except Exception as error:  # a configuration that cannot run (too small, out of memory) is reported
             record = {**config, "mode": "pipeline" if args.pipeline else "eval" if args.eval else "train",

@@ -110,10 +110,12 @@ class Training:
 
 def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[int, int, int],
                    steps_per_epoch: int, mesh: jax.sharding.Mesh | None = None,
-                   pretrained: bool = True) -> Training:
+                   pretrained: bool = True, normalize=None) -> Training:
     """Model -> optimizer -> replicated initial state (from `finetune.pretrained` weights unless
     `pretrained=False`) -> compiled steps, for `num_classes` classes and (height, width,
-    channels) inputs, on `mesh` (default: every visible device)."""
+    channels) inputs, on `mesh` (default: every visible device). `normalize`
+    (`jaxcnn.train.InputNormalization`): the statistics the steps normalize uint8 batches with,
+    as the loaders deliver them; without it the steps take only normalized float batches."""
     from jaxcnn.train import compile_steps, create_train_state, make_mesh, replicate
     from jaxcnn.train.finetune import Freeze
 
@@ -133,7 +135,7 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
     state = create_train_state(jax.random.key(config.seed), model, optimizer, input_shape, ema=config.loop.ema())
     if pretrained and config.finetune.pretrained:
         state = load_pretrained_weights(config, state, num_classes=num_classes, input_shape=input_shape)
-    settings = dict(label_smoothing=config.loop.label_smoothing, mixup=config.loop.mixup)
+    settings = dict(label_smoothing=config.loop.label_smoothing, mixup=config.loop.mixup, normalize=normalize)
     train_step, eval_step = compile_steps(mesh, **settings)
     frozen_epochs, frozen_train_step = config.finetune.freeze_backbone_epochs, None
     if frozen_epochs:
@@ -146,13 +148,12 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
 
 def resolve_batch_size(config: RunConfig, *, num_classes: int, input_shape: tuple[int, int, int],
                        mesh: jax.sharding.Mesh, max_examples: int | None = None,
-                       image_dtype=jax.numpy.float32, budget: tuple[int, str] | None = None,
-                       cap: int | None = None) -> tuple[RunConfig, Any]:
+                       budget: tuple[int, str] | None = None, cap: int | None = None) -> tuple[RunConfig, Any]:
     """`config` with `data.batch_size="auto"` replaced by the global batch `auto_batch_size`
     chooses from XLA's memory analysis of this run's train step (compiled, not run, on abstract
     state), and the `BatchSizeChoice`; `max_examples`: the training split's size; `budget` and
     `cap` as `auto_batch_size`'s."""
-    from jaxcnn.train import compile_steps, create_train_state
+    from jaxcnn.train import InputNormalization, compile_steps, create_train_state
     from jaxcnn.train.batch_size import auto_batch_size
 
     model = config.model.build(num_classes)
@@ -161,9 +162,11 @@ def resolve_batch_size(config: RunConfig, *, num_classes: int, input_shape: tupl
     optimizer = _optimizer(config, labels, steps_per_epoch=config.optim.grad_accum_steps)
     state = jax.eval_shape(lambda: create_train_state(jax.random.key(config.seed), model, optimizer, input_shape,
                                                       ema=config.loop.ema()))
-    train_step, _ = compile_steps(mesh, label_smoothing=config.loop.label_smoothing, mixup=config.loop.mixup)
+    unit = (0.5,) * input_shape[-1]  # any statistics: the step's memory does not depend on their values
+    train_step, _ = compile_steps(mesh, label_smoothing=config.loop.label_smoothing, mixup=config.loop.mixup,
+                                  normalize=InputNormalization(unit, unit))
     with reraise_as("data.batch_size"):
-        choice = auto_batch_size(train_step, state, input_shape=input_shape, mesh=mesh, image_dtype=image_dtype,
+        choice = auto_batch_size(train_step, state, input_shape=input_shape, mesh=mesh,
                                  max_examples=max_examples, budget=budget, cap=cap)
     data = dataclasses.replace(config.data, batch_size=choice.global_batch)
     return dataclasses.replace(config, data=data), choice
@@ -243,7 +246,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     `finetune.pretrained` (a resumed run restores its checkpoint instead).
     """
     from jaxcnn.data import Loader, load_data
-    from jaxcnn.train import make_mesh
+    from jaxcnn.train import InputNormalization, make_mesh
 
     config.require_complete()
     mesh = make_mesh() if mesh is None else mesh
@@ -262,7 +265,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
             source, batch_size=config.data.batch_size, train=train, image_size=image_size,
             mean=data.mean, std=data.std, augment=config.data.augment or data.default_augment,
             hflip=data.default_hflip if config.data.hflip is None else config.data.hflip,
-            seed=config.seed, workers=config.data.workers, channels=data.channels,
+            seed=config.seed, workers=config.data.workers, prefetch=config.data.prefetch, channels=data.channels,
         ))
 
     try:
@@ -271,7 +274,8 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
         test_loader = loader(data.test, False) if data.test is not None else None
         training = build_training(config, num_classes=data.num_classes,
                                   input_shape=(image_size, image_size, data.channels),
-                                  steps_per_epoch=len(train_loader), mesh=mesh, pretrained=pretrained)
+                                  steps_per_epoch=len(train_loader), mesh=mesh, pretrained=pretrained,
+                                  normalize=InputNormalization.of(train_loader.normalize))
     except BaseException:
         cleanup.close()
         raise

@@ -115,7 +115,7 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
                 eval_step=training.eval_step, mesh=mesh, epochs=config.loop.epochs, loop=loop,
                 best_metric=best_metric, plateau=training.plateau, checkpointer=checkpointer, logger=logger,
                 progress=config.progress, frozen_train_step=training.frozen_train_step,
-                frozen_epochs=training.frozen_epochs,
+                frozen_epochs=training.frozen_epochs, prefetch=config.data.prefetch,
             )
         except (NonFiniteLossError, KeyboardInterrupt) as error:
             failure = error
@@ -165,7 +165,8 @@ def _test_checkpoints(run, checkpointer, state, logger) -> tuple[dict, str | Non
         if epoch is None:
             continue
         restored, _ = checkpointer.restore(state, epoch)
-        result = evaluate(eval_step, restored.ema_view() if use_ema else restored, loader.epoch(0), mesh)
+        result = evaluate(eval_step, restored.ema_view() if use_ema else restored, loader.epoch(0), mesh,
+                          prefetch=run.config.data.prefetch)
         results[tag] = {"epoch": epoch, "checkpoint": str(checkpointer.path(epoch)), "ema_weights": use_ema,
                         **result.as_dict(class_names)}
         what = "EMA weights of the last checkpoint" if tag == "ema" else (

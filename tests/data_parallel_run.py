@@ -12,6 +12,7 @@ import optax
 
 from jaxcnn.train import (
     EmaConfig,
+    InputNormalization,
     MixupConfig,
     OptimConfig,
     PlateauConfig,
@@ -24,12 +25,13 @@ from jaxcnn.train import (
     step_plateau,
 )
 from jaxcnn.train.finetune import Freeze, backbone_groups
-from train_helpers import INPUT_SHAPE, TinyCNN, make_batch, tiny_state
+from train_helpers import INPUT_MEAN, INPUT_SHAPE, INPUT_STD, TinyCNN, make_batch, make_uint8_batch, tiny_state
 
 
 def recipe_run(mesh) -> dict:
-    """EMA + MixUp/CutMix + clipping + accumulation + one-cycle: the mixing pairs examples across
-    devices, the EMA and the accumulator are replicated state."""
+    """EMA + MixUp/CutMix + clipping + accumulation + one-cycle on uint8 batches with erase boxes
+    (normalized and erased in the step): the mixing pairs examples across devices, the EMA and
+    the accumulator are replicated state."""
     optimizer = make_optimizer(
         OptimConfig(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4, schedule="onecycle", clip_grad_norm=1.0, grad_accum_steps=2),
         steps_per_epoch=4, epochs=1)
@@ -37,13 +39,14 @@ def recipe_run(mesh) -> dict:
                                ema=EmaConfig(decay=0.9, use_warmup=True))
     state = replicate(state, mesh)
     train_step, eval_step = compile_steps(
-        mesh, label_smoothing=0.1, mixup=MixupConfig(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5)
+        mesh, label_smoothing=0.1, mixup=MixupConfig(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5),
+        normalize=InputNormalization(INPUT_MEAN, INPUT_STD),
     )
     losses = []
     for step in range(4):
-        state, metrics = train_step(state, shard_batch(make_batch(8, seed=20 + step), mesh))
+        state, metrics = train_step(state, shard_batch(make_uint8_batch(8, seed=20 + step, erase=True), mesh))
         losses.append(float(metrics["loss_sum"] / metrics["count"]))
-    evaluation = jax.device_get(eval_step(state.ema_view(), shard_batch(make_batch(8, seed=9), mesh)))
+    evaluation = jax.device_get(eval_step(state.ema_view(), shard_batch(make_uint8_batch(8, seed=9), mesh)))
     return {
         "losses": losses,
         "variables": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves((state.params, state.ema))],

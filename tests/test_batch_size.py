@@ -49,27 +49,26 @@ def test_auto_batch_size_measures_the_real_step_and_picks_the_largest_fit():
     small = _measured(*state_and_step, mesh, 32)
     large = _measured(*state_and_step, mesh, 40)
     budget = (small + large) // 2
-    picked = auto_batch_size(*state_and_step, input_shape=(32, 32, 1), mesh=mesh, budget=(budget, "test"),
-                             image_dtype=np.float32)
+    picked = auto_batch_size(*state_and_step, input_shape=(32, 32, 1), mesh=mesh, budget=(budget, "test"))
     assert picked.per_device == 32 and picked.measured_bytes == small <= budget and picked.limit is None
     assert abs(picked.estimate_bytes - small) < 0.2 * small
     assert "estimate" in picked.message() and "XLA buffers" in picked.message()
 
 
 def _lenet_step(config, mesh):
-    from jaxcnn.train import compile_steps, create_train_state, make_optimizer
+    from jaxcnn.train import InputNormalization, compile_steps, create_train_state, make_optimizer
 
     model = config.model.build(10)
     optimizer = make_optimizer(config.optim, steps_per_epoch=1, epochs=1)
     state = jax.eval_shape(lambda: create_train_state(jax.random.key(0), model, optimizer, (32, 32, 1)))
-    return compile_steps(mesh)[0], state
+    return compile_steps(mesh, normalize=InputNormalization((0.5,), (0.25,)))[0], state
 
 
 def _measured(train_step, state, mesh, per_device):
     from jaxcnn.train.batch_size import step_bytes
 
     b = per_device * mesh.size
-    batch = {"image": jax.ShapeDtypeStruct((b, 32, 32, 1), np.float32),
+    batch = {"image": jax.ShapeDtypeStruct((b, 32, 32, 1), np.uint8),
              "label": jax.ShapeDtypeStruct((b,), np.int32), "mask": jax.ShapeDtypeStruct((b,), np.float32)}
     return step_bytes(train_step.lower(state, batch).compile())
 

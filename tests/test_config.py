@@ -165,7 +165,7 @@ def test_resume_extends_a_finished_run_and_refuses_other_changes(tmp_path, capsy
     recorded = json.loads((extended / "config.json").read_text())["config"]
     assert again == {**recorded, "seed": 1}
 
-    assert main(["--resume", str(extended), "--epochs", "4", "--lr", "1e-3", "--no-progress"]) == 0
+    assert main(["--resume", str(extended), "--epochs", "4", "--lr", "1e-3", "--prefetch", "3", "--no-progress"]) == 0
     assert main(DEMO + ["--epochs", "4", "--out", str(straight)]) == 0
     rows = [list(csv.DictReader(open(run / "metrics.csv"))) for run in (extended, straight)]
     keys = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"]

@@ -178,6 +178,25 @@ def test_ema_and_top5_columns_and_an_ema_best_metric(tmp_path):
     assert row["val_loss_ema"] != row["val_loss"]  # the average (decay 0.5 over 3 updates) is not the model
 
 
+def test_fit_shards_prefetch_batches_ahead_of_the_step():
+    mesh, state, train_step, eval_step = small_setup()
+    pulled, seen = [0], []
+
+    class CountingLoader(ArrayLoader):
+        def epoch(self, epoch):
+            for batch in self.batches:
+                pulled[0] += 1
+                yield batch
+
+    def step(state, batch):  # how many batches the loader had handed over when this step started
+        seen.append(pulled[0])
+        return train_step(state, batch)
+
+    fit(state, train_loader=CountingLoader(n_batches=6), val_loader=None, train_step=step, eval_step=eval_step,
+        mesh=mesh, epochs=1, best_metric="train_loss", logger=Recorder(), progress=False, prefetch=3)
+    assert seen == [4, 5, 6, 6, 6, 6]  # 3 ahead of the one the step takes, until the epoch runs out
+
+
 def test_an_ema_metric_needs_an_ema():
     state = types.SimpleNamespace(ema=None)  # checked before anything runs
     with pytest.raises(ValueError, match="'val_loss_ema' needs a state with an EMA"):

@@ -40,15 +40,15 @@ def labels_of(batches, valid_only=True):
     return [int(y) for b in batches for y, m in zip(b["label"], b["mask"]) if m or not valid_only]
 
 
-def test_batches_are_normalized_float32_nhwc_with_int32_labels_and_a_mask():
-    batches = list(loader(Records(20), train=False).epoch(0))
-    batch = batches[0]
-    assert batch["image"].shape == (8, 16, 16, 3) and batch["image"].dtype == np.float32
+def test_batches_are_uint8_nhwc_with_int32_labels_a_mask_and_the_statistics_beside():
+    evaluation = loader(Records(20), train=False)
+    batch = next(evaluation.epoch(0))
+    assert set(batch) == {"image", "label", "mask"}  # no "erase" without the erase op
+    assert batch["image"].shape == (8, 16, 16, 3) and batch["image"].dtype == np.uint8
     assert batch["label"].dtype == np.int32 and batch["mask"].dtype == np.float32
-    # Every pixel of record i equals i, so its normalized value is (i / 255 - 0.5) / 0.25.
-    expected = (batch["label"] / 255.0 - 0.5) / 0.25
-    np.testing.assert_allclose(batch["image"], np.broadcast_to(expected[:, None, None, None], (8, 16, 16, 3)),
-                               atol=1e-5)
+    # Every pixel of record i equals i: the images cross unnormalized, the statistics stay on the loader.
+    np.testing.assert_array_equal(batch["image"], np.broadcast_to(batch["label"][:, None, None, None], (8, 16, 16, 3)))
+    assert evaluation.normalize.mean == (0.5,) * 3 and evaluation.normalize.std == (0.25,) * 3
 
 
 def test_train_shuffles_each_epoch_reproducibly_and_drops_the_remainder():
@@ -116,14 +116,16 @@ def test_reading_epochs_out_of_order_or_partly_gives_the_same_batches():
 def test_channels_adapt_to_the_model_with_matching_statistics():
     gray = ArraySource(np.full((10, 8, 8, 1), 51, np.uint8), np.zeros(10, int), class_names=["x"], mean=(0.2,),
                        std=(0.5,))
-    batch = next(loader(gray, train=False, channels=3).epoch(0))
+    to_rgb = loader(gray, train=False, channels=3)
+    batch = next(to_rgb.epoch(0))
     assert batch["image"].shape == (8, 16, 16, 3)
-    np.testing.assert_allclose(batch["image"], 0.0, atol=1e-6)  # 51/255 = 0.2 = the mean
+    np.testing.assert_allclose(to_rgb.normalize.apply(batch["image"]), 0.0, atol=1e-6)  # 51/255 = 0.2 = the mean
     rgb = ArraySource(np.full((10, 8, 8, 3), 51, np.uint8), np.zeros(10, int), class_names=["x"], mean=(0.2,) * 3,
                       std=(0.5,) * 3)
-    batch = next(loader(rgb, train=False, channels=1, mean=rgb.mean, std=rgb.std).epoch(0))
+    to_gray = loader(rgb, train=False, channels=1, mean=rgb.mean, std=rgb.std)
+    batch = next(to_gray.epoch(0))
     assert batch["image"].shape == (8, 16, 16, 1)
-    np.testing.assert_allclose(batch["image"], 0.0, atol=1e-2)  # luma of gray 51 is 51
+    np.testing.assert_allclose(to_gray.normalize.apply(batch["image"]), 0.0, atol=1e-2)  # luma of gray 51 is 51
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -7,6 +7,7 @@ import numpy as np
 
 NUM_CLASSES = 3
 INPUT_SHAPE = (8, 8, 2)
+INPUT_MEAN, INPUT_STD = (0.45, 0.55), (0.22, 0.27)  # the statistics uint8 batches are normalized with
 
 
 class TinyCNN(nn.Module):
@@ -42,6 +43,34 @@ def make_batch(size: int, seed: int = 0, valid: int | None = None) -> dict:
         "label": rng.integers(0, NUM_CLASSES, size).astype(np.int32),
         "mask": mask,
     }
+
+
+def make_uint8_batch(size: int, seed: int = 0, valid: int | None = None, erase: bool = False) -> dict:
+    """A host batch as the loaders deliver it: uint8 images (the step normalizes them with
+    INPUT_MEAN / INPUT_STD), int32 labels, the mask; with `erase`, RandomErasing boxes
+    (top, left, height, width) on every other example, none on the rest."""
+    rng = np.random.default_rng(seed)
+    batch = make_batch(size, seed, valid)
+    batch["image"] = rng.integers(0, 256, (size, *INPUT_SHAPE), np.uint8)
+    if erase:
+        boxes = np.zeros((size, 4), np.int32)
+        for i in range(0, size, 2):
+            height, width = rng.integers(1, INPUT_SHAPE[:2])
+            top, left = rng.integers(0, INPUT_SHAPE[0] - height + 1), rng.integers(0, INPUT_SHAPE[1] - width + 1)
+            boxes[i] = top, left, height, width
+        batch["erase"] = boxes
+    return batch
+
+
+def normalized_on_host(batch: dict, mean=INPUT_MEAN, std=INPUT_STD) -> dict:
+    """`batch` as the loaders delivered it before the step normalized: float32 images normalized on
+    the host (`Normalize`), then each erase box set to 0 (torchvision's RandomErasing after Normalize)."""
+    from jaxcnn.data.transforms import Normalize
+
+    image = Normalize(mean, std).apply(batch["image"])
+    for i, (top, left, height, width) in enumerate(batch.get("erase", ())):
+        image[i, top : top + height, left : left + width] = 0.0
+    return {"image": image, "label": batch["label"], "mask": batch["mask"]}
 
 
 def tiny_state(optimizer, *, seed: int = 0, model: nn.Module | None = None):

@@ -3,7 +3,7 @@
 Options come from defaults, then a `--recipe NAME` shipped with jaxcnn, then a `--config FILE`
 (JSON or YAML; a run's `config.json` works), then the flags given; every flag is an option of `jaxcnn.RunConfig`. `--resume RUN` continues a
 run with its recorded config and accepts only the options marked resumable (`--epochs`,
-`--workers`, `--progress`).
+`--workers`, `--prefetch`, `--progress`).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def resolve(args: argparse.Namespace, table: list) -> RunConfig:
     if conflicts:
         raise CommandError(
             f"--resume continues {args.resume} with its recorded config; these flags would change it: "
-            f"{', '.join(conflicts)}. Only --epochs, --workers and --progress may change on resume; "
+            f"{', '.join(conflicts)}. Only {', '.join(flag.flag for flag in table if flag.resumable)} may change "
+            "on resume; "
             f"to start a new run from this one, use --config {os.path.join(args.resume, 'config.json')}"
         )
     return RunConfig.from_dict(merge(recorded, as_nested(given)))

@@ -28,9 +28,10 @@ function of (seed, epoch, position) -- the same draws as torchvision in distribu
 
 RandomErasing follows torchvision's `RandomErasing(p, scale=(0.02, 0.33), ratio=(0.3, 3.3),
 value=0)`, which runs on the tensor after `Normalize`. Here it runs there too: the map draws the
-box into the record and the batching step zeroes it after normalization (`erase_box`). An erased
-pixel is therefore exactly 0 in the model's input, the dataset mean in pixel terms, with no uint8
-rounding -- identical to torchvision's recipe `[..., ToTensor(), Normalize(m, s), RandomErasing()]`.
+box into the record, the batch carries it to the device, and the step zeroes it after normalizing
+(`jaxcnn.train.inputs.prepare_inputs`). An erased pixel is therefore exactly 0 in the model's
+input, the dataset mean in pixel terms, with no uint8 rounding -- identical to torchvision's
+recipe `[..., ToTensor(), Normalize(m, s), RandomErasing()]`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ OP_NAMES = (
     "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
 )  # torchvision's augmentation space, in its order
 SIGNED_OPS = frozenset(OP_NAMES[1:10])
-ERASE_KEY = "erase_box"  # record key of RandomErasing's (top, left, height, width)
+ERASE_KEY = "erase"  # RandomErasing's (top, left, height, width): int32 (4,) in a record, (B, 4) in a batch
 
 
 def torch_linspace(start: float, end: float, steps: int) -> np.ndarray:
@@ -220,7 +221,8 @@ class TrivialAugmentWide(RandomImageMap):
 class RandomErasing(grain.transforms.RandomMap):
     """torchvision's RandomErasing(p, scale, ratio, value=0), drawn here and applied after
     normalization: `random_map` stores the box (top, left, height, width) -- all 0 when the image
-    is not erased -- under `ERASE_KEY`; `erase_box` zeroes it in the normalized image."""
+    is not erased -- under `ERASE_KEY`; the train step zeroes it in the normalized image
+    (`jaxcnn.train.inputs.erase_boxes`)."""
 
     p: float = 0.5
     scale: tuple[float, float] = (0.02, 0.33)
@@ -252,9 +254,3 @@ class RandomErasing(grain.transforms.RandomMap):
         height, width = record["image"].shape[:2]
         return {**record, ERASE_KEY: np.array(self.box(height, width, rng), np.int32)}
 
-
-def erase_box(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
-    """Zero `box` = (top, left, height, width) of a normalized (H, W, C) image, in place."""
-    top, left, height, width = (int(v) for v in box)
-    image[top : top + height, left : left + width] = 0
-    return image

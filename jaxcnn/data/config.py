@@ -34,6 +34,8 @@ class DataConfig:
     workers: int | str = option(
         0, "data worker processes (0: in-process); auto: from the CPU count and the source (none on the CPU "
            "backend, which uses every core for the step)", resume=True)
+    prefetch: int = option(2, "batches prepared ahead: by the loader's threads (or each worker) and, "
+                              "already sharded, on the devices", resume=True)
 
     def __post_init__(self):
         if self.name is not None:
@@ -48,3 +50,4 @@ class DataConfig:
         check_float("hflip", self.hflip, low=0.0, high=1.0, optional=True)
         check_choice("label_mode", self.label_mode, LABEL_MODES, optional=True)
         check_int_or_auto("workers", self.workers, minimum=0)
+        check_int("prefetch", self.prefetch, minimum=1)

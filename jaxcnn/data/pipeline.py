@@ -1,18 +1,23 @@
-"""The Grain input pipeline: a source in, fixed-shape normalized batches out, one epoch at a time.
+"""The Grain input pipeline: a source in, fixed-shape uint8 batches out, one epoch at a time.
 
     loader = Loader(data.train, batch_size=128, train=True, image_size=32, mean=data.mean,
                     std=data.std, augment="cifar", seed=0, workers=2)
-    for batch in loader.epoch(3):   # {"image": f32 (B, H, W, C), "label": i32 (B,), "mask": f32 (B,)}
+    for batch in loader.epoch(3):   # {"image": u8 (B, H, W, C), "label": i32 (B,), "mask": f32 (B,)}
         ...
 
 The pipeline is one Grain `MapDataset` of *batches* over all epochs:
 
-    source -> seed -> shuffle (train) -> per-image transforms -> batch + normalize (+ erase) -> repeat
+    source -> seed -> shuffle (train) -> per-image transforms -> batch (+ erase boxes) -> repeat
+
+Images stay uint8 all the way to the device (a quarter of float32's bytes, no float math on the
+host); the jitted steps normalize them with `loader.normalize`'s statistics and zero the boxes a
+recipe ending in `erase` drew, which ride in the batch as `"erase": int32 (B, 4)`
+(`jaxcnn.train.inputs.prepare_inputs`).
 
 Batch `g` holds positions `[i * B, (i + 1) * B)` of epoch `e = g // len(loader)`; Grain's shuffle
 reshuffles each epoch and seeds every random transform from (seed, its position in all epochs).
 So a batch is a pure function of (seed, epoch, index): the same for any worker count (workers
-build whole batches, normalized, and Grain interleaves them back in order), and a resumed run
+build whole batches and Grain interleaves them back in order), and a resumed run
 sees exactly the data it would have seen. Worker processes persist from one epoch to the next
 while epochs are read in order.
 
@@ -32,7 +37,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from jaxcnn.data.autoaugment import ERASE_KEY, erase_box
+from jaxcnn.data.autoaugment import ERASE_KEY, RandomErasing
 from jaxcnn.data.transforms import Normalize, ToChannels, as_size, build_transforms
 
 # Pillow / ITU-R 601-2 weights, to turn RGB statistics into gray ones.
@@ -58,16 +63,17 @@ def _channel_stats(values: Sequence[float], channels: int, name: str) -> tuple[f
 
 
 class _Collate:
-    """Grain `batch_fn`: stack the images, drop None records, pad to `batch_size`, normalize, then
-    zero the boxes `RandomErasing` drew (torchvision erases after `Normalize`).
+    """Grain `batch_fn`: stack the uint8 images, drop None records, pad to `batch_size`; with
+    `erase`, also stack the boxes `RandomErasing` drew (the step zeroes them after normalizing,
+    as torchvision erases after `Normalize`).
 
-    Valid records come first; padding slots are zero images, label 0 and mask 0.
+    Valid records come first; padding slots are zero images, label 0, mask 0 and no erase box.
     """
 
-    def __init__(self, batch_size: int, image_shape: tuple[int, int, int], normalize: Normalize):
+    def __init__(self, batch_size: int, image_shape: tuple[int, int, int], erase: bool):
         self.batch_size = batch_size
         self.image_shape = image_shape
-        self.normalize = normalize
+        self.erase = erase
 
     def __call__(self, records: Sequence[dict | None]) -> dict:
         valid = [r for r in records if r is not None]
@@ -83,11 +89,12 @@ class _Collate:
             labels[i] = record["label"]
         mask = np.zeros(self.batch_size, np.float32)
         mask[: len(valid)] = 1.0
-        normalized = self.normalize.apply(images)
-        for i, record in enumerate(valid):
-            if ERASE_KEY in record:
-                erase_box(normalized[i], record[ERASE_KEY])
-        return {"image": normalized, "label": labels, "mask": mask}
+        batch = {"image": images, "label": labels, "mask": mask}
+        if self.erase:  # every batch of the loader has the key, so the compiled step sees one structure
+            batch[ERASE_KEY] = np.zeros((self.batch_size, 4), np.int32)
+            for i, record in enumerate(valid):
+                batch[ERASE_KEY][i] = record[ERASE_KEY]
+        return batch
 
 
 class Loader:
@@ -99,7 +106,8 @@ class Loader:
       batch_size: examples per batch (global; the trainer shards it over devices).
       train: shuffle + augment + drop the last partial batch, or evaluate every example once.
       image_size: S or (h, w) of the output images.
-      mean, std: per-channel statistics on the 0..1 scale (1 value, or 3 for RGB into gray).
+      mean, std: per-channel statistics on the 0..1 scale (1 value, or 3 for RGB into gray), kept
+        per output channel as `normalize`; the steps normalize the uint8 batches with them.
       augment: a recipe or comma list of ops (`jaxcnn.data.transforms`); eval uses its eval side.
       hflip: probability of the recipe's horizontal flip.
       seed: shuffle and augmentation seed.
@@ -148,8 +156,8 @@ class Loader:
             )
         transforms = build_transforms(augment, train=train, image_size=(height, width), hflip=hflip)
         transforms.append(ToChannels(channels))
-        normalize = Normalize(_channel_stats(mean, channels, "mean"), _channel_stats(std, channels, "std"))
-        self.normalize = normalize  # the statistics per output channel, e.g. for a trained model's inputs
+        # The statistics per output channel: the steps normalize with them (`InputNormalization.of`).
+        self.normalize = Normalize(_channel_stats(mean, channels, "mean"), _channel_stats(std, channels, "std"))
 
         ds = grain.MapDataset.source(source).seed(seed)
         if train:
@@ -157,7 +165,7 @@ class Loader:
         for transform in transforms:
             is_random = isinstance(transform, grain.transforms.RandomMap)
             ds = ds.random_map(transform) if is_random else ds.map(transform)
-        collate = _Collate(batch_size, self.image_shape, normalize)
+        collate = _Collate(batch_size, self.image_shape, any(isinstance(t, RandomErasing) for t in transforms))
         self._batches = ds.batch(batch_size, drop_remainder=train, batch_fn=collate).repeat()
         self._iterator = None
         self._next_batch = None

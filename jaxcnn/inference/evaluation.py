@@ -45,12 +45,6 @@ def split_source(model: TrainedModel, split: str, data: str | None = None, data_
     return name, source
 
 
-def _to_uint8(images: np.ndarray, inputs) -> np.ndarray:
-    """Normalized float images back to uint8, for showing them."""
-    pixels = (images * np.asarray(inputs.std) + np.asarray(inputs.mean)) * 255.0
-    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-
-
 def predict_split(model: TrainedModel, source, tta: str = "none"):
     """(labels, probabilities, per-example losses, most confident mistakes) over every example of `source`."""
     from jaxcnn.data import Loader
@@ -64,7 +58,7 @@ def predict_split(model: TrainedModel, source, tta: str = "none"):
                 workers=model.config.data.workers) as loader:
         for batch in loader.epoch(0):
             keep = batch["mask"] > 0
-            images, batch_labels = batch["image"][keep], batch["label"][keep]
+            images, batch_labels = batch["image"][keep], batch["label"][keep]  # uint8, normalized in `forward`
             logits, probs = model.forward(images)
             if tta == "flip":  # the mean probability of the image and its mirror image
                 probs = (probs + model.forward(images[:, :, ::-1])[1]) / 2
@@ -74,21 +68,21 @@ def predict_split(model: TrainedModel, source, tta: str = "none"):
             labels.append(batch_labels)
             probabilities.append(probs)
             losses.append(loss)
-            _keep_mistakes(mistakes, probs, batch_labels, images, inputs, offset=seen)
+            _keep_mistakes(mistakes, probs, batch_labels, images, offset=seen)
             seen += len(batch_labels)
     mistakes = sorted(mistakes, reverse=True)
     shown = [(p, image, true, predicted) for p, _, true, predicted, image in mistakes]
     return np.concatenate(labels), np.concatenate(probabilities), np.concatenate(losses), shown
 
 
-def _keep_mistakes(heap: list, probs: np.ndarray, labels: np.ndarray, images: np.ndarray, inputs, offset: int) -> None:
+def _keep_mistakes(heap: list, probs: np.ndarray, labels: np.ndarray, images: np.ndarray, offset: int) -> None:
     """Keep the `MISTAKES_SHOWN` wrong predictions of highest probability seen so far in `heap`
     (on equal probability the earlier example; `offset` is the batch's first example index)."""
     predicted = probs.argmax(axis=1)
     for i in np.flatnonzero(predicted != labels):
         item = (float(probs[i, predicted[i]]), -(offset + i), int(labels[i]), int(predicted[i]))
         if len(heap) < MISTAKES_SHOWN or item[0] > heap[0][0]:
-            entry = (*item, _to_uint8(images[i], inputs))
+            entry = (*item, images[i].copy())  # not a view that keeps the whole batch alive
             heapq.heappush(heap, entry) if len(heap) < MISTAKES_SHOWN else heapq.heappushpop(heap, entry)
 
 

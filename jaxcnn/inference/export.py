@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.inference.run import TrainedModel
+from jaxcnn.train.inputs import InputNormalization, normalize_images
 
 ARTIFACT, SPEC = "model.jaxexport", "model.json"
 PLATFORMS = ("cpu", "cuda")
@@ -34,11 +35,10 @@ PLATFORMS = ("cpu", "cuda")
 def serving_function(model: TrainedModel):
     """uint8 (N, H, W, C) -> float32 (N, classes) probabilities, the variables closed over as constants."""
     variables = jax.device_get(model.variables)  # host arrays: embedded in the artifact
-    scale, offset = model.inputs.normalize().affine
+    normalize = InputNormalization.of(model.inputs)
 
     def serve(images):
-        normalized = images.astype(jnp.float32) * scale + offset
-        logits = model.model.apply(variables, normalized, train=False)
+        logits = model.model.apply(variables, normalize_images(images, normalize), train=False)
         return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
     return serve

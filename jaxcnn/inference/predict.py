@@ -82,7 +82,7 @@ def predict_files(model: TrainedModel, paths: Sequence[str], *, topk: int = 5,
             unreadable += bad
             if not loaded:
                 continue
-            probabilities = model.forward(model.inputs.prepare([image for _, image in loaded]))[1]
+            probabilities = model.forward(model.inputs.resize([image for _, image in loaded]))[1]
             for (path, _), probs in zip(loaded, probabilities):
                 order = np.argsort(-probs, kind="stable")[:topk]
                 rows.append({"path": path, "predicted": names[order[0]], "probability": float(probs[order[0]]),

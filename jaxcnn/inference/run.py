@@ -2,7 +2,7 @@
 
     model = jaxcnn.load_run("runs/fm", checkpoint="best")
     probabilities = model.predict(["shoe.png", pil_image, uint8_array])   # (N, classes)
-    logits = model.apply(model.variables, model.inputs.prepare(images))   # research use
+    logits = model.apply(model.variables, model.inputs.prepare(images))   # research use (normalized floats)
 
 Everything is rebuilt from the run's `config.json` (its `RunConfig` and recorded `InputSpec`) and
 one Orbax checkpoint, restored onto the devices present *now*: the abstract target is built here
@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxcnn.builder import RunConfig
 from jaxcnn.inference.inputs import ImageLike, InputSpec
+from jaxcnn.train.inputs import InputNormalization, normalize_images
 
 CHECKPOINT_CHOICES = "'best', 'last' or an epoch number"
 
@@ -51,8 +52,10 @@ class TrainedModel:
 
     def __post_init__(self):
         replicated, data = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P("data"))
+        normalize = InputNormalization.of(self.inputs)
 
         def forward(variables, images):
+            images = normalize_images(images, normalize)  # uint8 as the train steps do it; floats as given
             logits = self.model.apply(variables, images, train=False).astype(np.float32)
             return logits, jax.nn.softmax(logits)
 
@@ -77,7 +80,9 @@ class TrainedModel:
         return self.model.apply(variables, images, train=False, **kwargs)
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(logits, probabilities) of a normalized (N, H, W, C) batch, in jitted fixed-size chunks.
+        """(logits, probabilities) of an (N, H, W, C) batch at the input size, in jitted fixed-size
+        chunks: uint8 images (`inputs.resize`), normalized on the device as the train and eval
+        steps normalize them, or already-normalized floats (`inputs.prepare`).
 
         Chunks are padded to `batch_size` (a multiple of the device count), so one compilation
         serves every call.
@@ -108,7 +113,7 @@ class TrainedModel:
         """(start index, probabilities) per batch of `images`, loading only one batch at a time."""
         for start in range(0, len(images), self.batch_size):
             loaded = [self.inputs.load(image) for image in images[start:start + self.batch_size]]
-            yield start, self.forward(self.inputs.prepare(loaded))[1]
+            yield start, self.forward(self.inputs.resize(loaded))[1]
 
 
 def _as_list(images) -> list:

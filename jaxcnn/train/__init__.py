@@ -1,13 +1,15 @@
-"""Training: a pure, sharded train/eval step on a TrainState pytree (optionally with an EMA of
-the weights and MixUp/CutMix on the device), optax optimizers and schedules (incl. torch-style
-reduce-on-plateau and one-cycle, gradient clipping and accumulation), fine-tuning (a frozen or
-slower backbone), Orbax best/latest checkpoints, and the epoch loop (`fit`) that drives them."""
+"""Training: a pure, sharded train/eval step on a TrainState pytree (uint8 batches normalized on
+the device, optionally with an EMA of the weights and MixUp/CutMix there too), optax optimizers
+and schedules (incl. torch-style reduce-on-plateau and one-cycle, gradient clipping and
+accumulation), fine-tuning (a frozen or slower backbone), Orbax best/latest checkpoints, and the
+epoch loop (`fit`) that drives them."""
 
 from jaxcnn.train.checkpoints import CheckpointError, Checkpointer, Restored, UnreadableCheckpointError
 from jaxcnn.train.ema import EmaConfig, EmaState
 from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import EvalResult, evaluate
 from jaxcnn.train.finetune import FinetuneConfig, Freeze, backbone_groups, head_labels, scale_backbone_lr
+from jaxcnn.train.inputs import InputNormalization, prepare_inputs
 from jaxcnn.train.loop import LogLogger, LoopConfig, LoopState, NonFiniteLossError, fit
 from jaxcnn.train.metrics import METRIC_MODES, metric_mode
 from jaxcnn.train.mixup import MixupConfig
@@ -33,6 +35,7 @@ __all__ = [
     "EmaState",
     "EvalResult",
     "FinetuneConfig",
+    "InputNormalization",
     "Freeze",
     "LogLogger",
     "LoopConfig",
@@ -64,6 +67,7 @@ __all__ = [
     "metric_mode",
     "mixed_cross_entropy",
     "onecycle_schedule",
+    "prepare_inputs",
     "replicate",
     "scale_backbone_lr",
     "scale_by_plateau",

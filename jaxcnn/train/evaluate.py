@@ -62,9 +62,10 @@ class EvalResult:
         }
 
 
-def evaluate(eval_step: Callable, state, batches: Iterable[dict], mesh) -> EvalResult:
-    """Evaluate `state` on every example of `batches` (padded examples carry mask 0)."""
-    totals = sum_metrics([eval_step(state, batch) for batch in prefetch_to_mesh(batches, mesh)])
+def evaluate(eval_step: Callable, state, batches: Iterable[dict], mesh, *, prefetch: int = 2) -> EvalResult:
+    """Evaluate `state` on every example of `batches` (padded examples carry mask 0), sharding
+    `prefetch` batches ahead onto the mesh."""
+    totals = sum_metrics([eval_step(state, batch) for batch in prefetch_to_mesh(batches, mesh, prefetch)])
     if not totals or totals["count"] == 0:
         raise ValueError("evaluation split is empty: no examples to evaluate")
     count = float(totals["count"])

@@ -116,10 +116,11 @@ class LogLogger:
         log.info(text)
 
 
-def train_epoch(train_step: Callable, state, batches, mesh, *, progress=None):
-    """Run `train_step` over one epoch of batches; returns the new state and summed metrics."""
+def train_epoch(train_step: Callable, state, batches, mesh, *, progress=None, prefetch: int = 2):
+    """Run `train_step` over one epoch of batches (sharded `prefetch` ahead onto the mesh);
+    returns the new state and summed metrics."""
     per_step = []
-    for i, batch in enumerate(prefetch_to_mesh(batches, mesh)):
+    for i, batch in enumerate(prefetch_to_mesh(batches, mesh, prefetch)):
         state, metrics = train_step(state, batch)
         per_step.append(metrics)
         check_termination()  # a SIGINT/SIGTERM stops here, between steps, not inside the data pipeline
@@ -152,18 +153,18 @@ def _train_metrics(train: dict) -> dict[str, float]:
     return row
 
 
-def _validation_metrics(eval_step, state, epoch_batches: Callable, mesh) -> dict[str, float]:
+def _validation_metrics(eval_step, state, epoch_batches: Callable, mesh, prefetch: int) -> dict[str, float]:
     """val_* of the state, and val_*_ema of its EMA weights (a second pass) when it keeps an EMA."""
-    row = _validate(eval_step, state, epoch_batches(), mesh)
+    row = _validate(eval_step, state, epoch_batches(), mesh, prefetch)
     if state.ema is not None:
-        ema = _validate(eval_step, state.ema_view(), epoch_batches(), mesh)
+        ema = _validate(eval_step, state.ema_view(), epoch_batches(), mesh, prefetch)
         row.update({f"{name}_ema": value for name, value in ema.items()})
     return row
 
 
-def _validate(eval_step, state, batches, mesh) -> dict[str, float]:
+def _validate(eval_step, state, batches, mesh, prefetch: int) -> dict[str, float]:
     """val_loss, val_accuracy and (6+ classes) val_top5 of `state` on one pass of `batches`."""
-    result = evaluate(eval_step, state, batches, mesh)
+    result = evaluate(eval_step, state, batches, mesh, prefetch=prefetch)
     row = {"val_loss": result.loss, "val_accuracy": result.accuracy}
     if result.top5_accuracy is not None:
         row["val_top5"] = result.top5_accuracy
@@ -187,6 +188,7 @@ def fit(
     progress: bool = True,
     frozen_train_step: Callable | None = None,
     frozen_epochs: int = 0,
+    prefetch: int = 2,
 ):
     """Train from `loop.epoch + 1` to `epochs`; returns `(state, loop)`.
 
@@ -199,6 +201,7 @@ def fit(
     which epochs completed. Without a `val_loader` only training metrics exist to watch.
     Epochs 1 to `frozen_epochs` train with `frozen_train_step` (the backbone frozen), the rest
     with `train_step`; the epoch number decides, so a resumed run continues in its phase.
+    Batches are sharded onto the mesh `prefetch` ahead of the step (`prefetch_to_mesh`).
     """
     if frozen_epochs and frozen_train_step is None:
         raise ValueError(f"frozen_epochs={frozen_epochs} needs a frozen_train_step")
@@ -214,7 +217,8 @@ def fit(
         with bar:
             started = time.perf_counter()
             step = frozen_train_step if epoch <= frozen_epochs else train_step
-            state, train = train_epoch(step, state, train_loader.epoch(epoch), mesh, progress=bar)
+            state, train = train_epoch(step, state, train_loader.epoch(epoch), mesh, progress=bar,
+                                       prefetch=prefetch)
             train_seconds = time.perf_counter() - started
         row = {"epoch": epoch, **_train_metrics(train)}
         train_loss = row["train_loss"]
@@ -227,7 +231,7 @@ def fit(
             raise NonFiniteLossError(loop.stop_reason)
 
         if val_loader is not None:
-            row.update(_validation_metrics(eval_step, state, lambda: val_loader.epoch(epoch), mesh))
+            row.update(_validation_metrics(eval_step, state, lambda: val_loader.epoch(epoch), mesh, prefetch))
         row.update(
             lr=current_learning_rate(state.opt_state),
             images_per_second=float(train["count"]) / train_seconds,

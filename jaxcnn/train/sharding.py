@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxcnn.train.finetune import Freeze
+from jaxcnn.train.inputs import InputNormalization
 from jaxcnn.train.mixup import MixupConfig
 from jaxcnn.train.steps import eval_step, train_step
 
@@ -56,9 +57,11 @@ def compile_steps(
     aux_loss_weight: float = 0.3,
     mixup: MixupConfig | None = None,
     freeze: Freeze | None = None,
+    normalize: InputNormalization | None = None,
 ) -> tuple[Callable, Callable]:
     """Jitted (train_step, eval_step) with explicit shardings for `mesh`; the keyword arguments
-    are the train step's static settings (`freeze`: the train step of a frozen backbone).
+    are the train step's static settings (`freeze`: the train step of a frozen backbone;
+    `normalize`: the input statistics both steps normalize uint8 batches with on the device).
 
     The train step donates the incoming state (its buffers are reused for the new one), so the
     caller must keep only the returned state. Metrics come back replicated. MixUp/CutMix pair
@@ -69,11 +72,12 @@ def compile_steps(
     jit_train_step = jax.jit(
         functools.partial(
             train_step, label_smoothing=label_smoothing, aux_loss_weight=aux_loss_weight, mixup=mixup,
-            freeze=freeze,
+            freeze=freeze, normalize=normalize,
         ),
         in_shardings=(replicated, data),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
-    jit_eval_step = jax.jit(eval_step, in_shardings=(replicated, data), out_shardings=replicated)
+    jit_eval_step = jax.jit(functools.partial(eval_step, normalize=normalize), in_shardings=(replicated, data),
+                            out_shardings=replicated)
     return jit_train_step, jit_eval_step

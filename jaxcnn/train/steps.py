@@ -1,7 +1,10 @@
 """Pure train and eval steps (jit them with `jaxcnn.train.sharding.compile_steps`).
 
-Batches are dicts {"image": (B, H, W, C) float, "label": (B,) int, "mask": (B,) float}; an
-example with mask 0 is padding and counts nowhere. Metrics are masked *sums* (loss_sum,
+Batches are dicts {"image": (B, H, W, C) uint8 or float, "label": (B,) int, "mask": (B,) float}
+(with uint8 images, optionally "erase" boxes); each step first turns them into the model's
+float32 input with `jaxcnn.train.inputs.prepare_inputs` (uint8 images normalized with the static
+`normalize` statistics; float images, already normalized, as they are). An example with mask 0
+is padding and counts nowhere. Metrics are masked *sums* (loss_sum,
 correct, count, and correct_top5 for models with at least `TOP5_MIN_CLASSES` classes), so
 epoch averages are exact however the last batch was padded.
 """
@@ -14,6 +17,7 @@ import optax
 
 from jaxcnn.train.ema import update_ema
 from jaxcnn.train.finetune import Freeze
+from jaxcnn.train.inputs import InputNormalization, prepare_inputs
 from jaxcnn.train.mixup import MixedBatch, MixupConfig, mix_batch
 from jaxcnn.train.optim import optimizer_updates
 from jaxcnn.train.state import TrainState
@@ -73,6 +77,7 @@ def train_step(
     aux_loss_weight: float = 0.3,
     mixup: MixupConfig | None = None,
     freeze: Freeze | None = None,
+    normalize: InputNormalization | None = None,
 ) -> tuple[TrainState, Metrics]:
     """One optimizer step on the masked mean cross entropy (one micro-step of an update when the
     optimizer accumulates gradients).
@@ -90,7 +95,9 @@ def train_step(
     updated after each optimizer update. With `freeze` (`jaxcnn.train.finetune.Freeze`) only
     the head learns: the gradient is of the head's parameters alone, the backbone's BatchNorm
     layers run in inference mode, and `freeze.tx` holds the backbone's optimizer state.
+    `normalize` is the statistics of uint8 batches (`prepare_inputs`).
     """
+    batch = prepare_inputs(batch, normalize)
     mixed = None
     if mixup is not None and mixup.active:
         rng, dropout_rng, mix_rng = jax.random.split(state.rng, 3)
@@ -155,10 +162,11 @@ def _with_ema(state: TrainState, new_state: TrainState) -> TrainState:
     )
 
 
-def eval_step(state: TrainState, batch: dict) -> Metrics:
+def eval_step(state: TrainState, batch: dict, *, normalize: InputNormalization | None = None) -> Metrics:
     """Masked sums of the plain (unsmoothed) cross entropy and of correct (and, from 6 classes,
     top-5 correct) predictions, plus a (C, C) confusion matrix of counts [true, predicted].
-    Evaluate the EMA weights by passing `state.ema_view()`."""
+    Evaluate the EMA weights by passing `state.ema_view()`; `normalize` as for `train_step`."""
+    batch = prepare_inputs(batch, normalize)
     logits = state.apply_fn(_variables(state.params, state.batch_stats), batch["image"], train=False)
     metrics = _masked_metrics(logits, cross_entropy(logits, batch["label"]), batch)
     num_classes = logits.shape[-1]
