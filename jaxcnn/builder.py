@@ -215,6 +215,8 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     `finetune.pretrained` (a resumed run restores its checkpoint instead).
     """
     from jaxcnn.data import Loader, load_data
+    from jaxcnn.data.device import DeviceLoader, DeviceStore, choose_pipeline
+    from jaxcnn.train import make_mesh
 
     config.require_complete()
     data = load_data(
@@ -224,15 +226,21 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     )
     config = _watch_training_metrics(config) if len(data.val) == 0 else config
     image_size = config.data.image_size or data.default_image_size
+    mesh = make_mesh() if mesh is None else mesh
     cleanup = contextlib.ExitStack()
+    recipe = dict(augment=config.data.augment or data.default_augment,
+                  hflip=data.default_hflip if config.data.hflip is None else config.data.hflip)
+    splits = {"train": data.train, "val": data.val if len(data.val) else None, "test": data.test}
+    pipeline, why = choose_pipeline(config.data.input_pipeline, splits, image_size=image_size, mesh=mesh, **recipe)
+    log.info(f"Input pipeline: {pipeline} ({why}).")
+    store = DeviceStore(mesh) if pipeline == "device" else None
 
     def loader(source, train: bool):
-        return cleanup.enter_context(Loader(
-            source, batch_size=config.data.batch_size, train=train, image_size=image_size,
-            mean=data.mean, std=data.std, augment=config.data.augment or data.default_augment,
-            hflip=data.default_hflip if config.data.hflip is None else config.data.hflip,
-            seed=config.seed, workers=config.data.workers, channels=data.channels,
-        ))
+        common = dict(batch_size=config.data.batch_size, train=train, image_size=image_size, mean=data.mean,
+                      std=data.std, seed=config.seed, channels=data.channels, **recipe)
+        if store is not None:
+            return cleanup.enter_context(DeviceLoader(source, store=store, **common))
+        return cleanup.enter_context(Loader(source, workers=config.data.workers, **common))
 
     try:
         train_loader = loader(data.train, True)
