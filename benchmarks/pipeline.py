@@ -7,7 +7,10 @@
    by `ImageFolderSource` at 224 px through `Loader` (train, recipe `flip`) with 0, 1 and 2 workers,
    beside a plain PIL loop: open, convert RGB, resize to 224x224, flip, to numpy.
 2. CIFAR-format arrays (32x32x3 uint8 in memory) through `Loader` (recipe `cifar`: pad-crop +
-   flip), beside a plain numpy loop doing the same crop, flip, stack and normalize.
+   flip) and through the device-resident `DeviceLoader` (the same batches, made by one jitted
+   call per batch on the default device; timed to the last batch's completion), beside a plain
+   numpy loop doing the same crop, flip, stack and normalize. The host cost of the device path
+   (drawing the epoch plan: order, crop windows, flips) is reported apart, per 50k examples.
 
 The Loader figures exclude worker start-up (reported apart) and the batches its buffers filled
 ahead; each round runs every contender once, interleaved, and the table shows medians and the
@@ -26,12 +29,14 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from jaxcnn.data.arrays import ArraySource  # noqa: E402
+from jaxcnn.data.device import DeviceLoader  # noqa: E402
 from jaxcnn.data.folder import ImageFolderSource  # noqa: E402
 from jaxcnn.data.pipeline import Loader  # noqa: E402
 
@@ -114,28 +119,46 @@ def time_loader_epoch(loader: Loader, epoch: int) -> float:
     return (len(stamps) - 1 - skip) * loader.batch_size / (stamps[-1] - stamps[skip])
 
 
+def time_device_epoch(loader: DeviceLoader, epoch: int) -> float:
+    """Images/second over one epoch of the device path, until its last batch is computed."""
+    start = time.perf_counter()
+    batches = list(loader.epoch(epoch))
+    jax.block_until_ready(batches)
+    return len(batches) * loader.batch_size / (time.perf_counter() - start)
+
+
+def plan_seconds_per_50k(loader: DeviceLoader, repeats: int = 5) -> float:
+    """Host seconds to draw one epoch's plan, scaled to a 50,000-example epoch (CIFAR-10's)."""
+    seconds = []
+    for epoch in range(100, 100 + repeats):  # epochs never drawn before: no cached tables
+        start = time.perf_counter()
+        loader.epoch_plan(epoch)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds) * 50_000 / loader.num_examples
+
+
 def time_call(fn, *args) -> float:
     start = time.perf_counter()
     n = fn(*args)
     return n / (time.perf_counter() - start)
 
 
-def run(args) -> dict:
-    results: dict[str, dict] = {}
+def bench(results: dict, rounds: int, title: str, contenders: dict, startup: dict) -> None:
+    """Every contender once per round, interleaved; medians and the ratio to the plain loop into `results`."""
+    rates = {name: [] for name in contenders}
+    for r in range(rounds):
+        for name, fn in contenders.items():
+            rates[name].append(fn(r + 1))
+    base = statistics.median(rates["plain loop"])
+    results[title] = {
+        name: {"images_per_s": statistics.median(v), "ratio": statistics.median(v) / base,
+               "startup_s": startup.get(name)}
+        for name, v in rates.items()
+    }
 
-    def bench(title: str, contenders: dict, startup: dict) -> None:
-        rates = {name: [] for name in contenders}
-        for r in range(args.rounds):
-            for name, fn in contenders.items():
-                rates[name].append(fn(r + 1))
-        base = statistics.median(rates["plain loop"])
-        results[title] = {
-            name: {"images_per_s": statistics.median(v), "ratio": statistics.median(v) / base,
-                   "startup_s": startup.get(name)}
-            for name, v in rates.items()
-        }
 
-    # 1. JPEG folder at 224 px.
+def run_jpeg(args, results: dict) -> None:
+    """1. JPEG folder at 224 px."""
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(args.dir or tmp)
         if not any(root.glob("*/*.jpg")):
@@ -156,12 +179,14 @@ def run(args) -> dict:
         rng = np.random.default_rng(0)
         contenders = {"plain loop": lambda r: time_call(plain_pil_loop, paths, args.size, rng)}
         contenders.update({name: (lambda r, ld=ld: time_loader_epoch(ld, r)) for name, ld in loaders.items()})
-        bench(f"JPEG {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} folder -> {args.size} px, recipe flip, "
+        bench(results, args.rounds, f"JPEG {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} folder -> {args.size} px, recipe flip, "
               f"batch {args.batch_size}, {len(source)} images", contenders, startup)
         for loader in loaders.values():
             loader.close()
 
-    # 2. CIFAR-format arrays at 32 px.
+
+def run_cifar(args, results: dict) -> None:
+    """2. CIFAR-format arrays at 32 px: the host Loader and the device-resident DeviceLoader."""
     arrays = cifar_arrays(args.cifar_images)
     loaders, startup = {}, {}
     for workers in args.workers:
@@ -171,12 +196,28 @@ def run(args) -> dict:
         next(loader.epoch(0))
         startup[f"Loader workers={workers}"] = time.perf_counter() - start
         loaders[f"Loader workers={workers}"] = loader
+    device = DeviceLoader(arrays, batch_size=128, train=True, image_size=32, mean=MEAN, std=STD, augment="cifar",
+                          seed=0, mesh=jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",)))
+    start = time.perf_counter()
+    jax.block_until_ready(next(device.epoch(0)))  # puts the data set on the device and compiles
+    startup["DeviceLoader"] = time.perf_counter() - start
     rng = np.random.default_rng(0)
     contenders = {"plain loop": lambda r: time_call(plain_numpy_cifar_loop, arrays.images, 128, rng)}
     contenders.update({name: (lambda r, ld=ld: time_loader_epoch(ld, r)) for name, ld in loaders.items()})
-    bench(f"CIFAR-format arrays 32 px, recipe cifar, batch 128, {len(arrays)} images", contenders, startup)
+    contenders["DeviceLoader"] = lambda r: time_device_epoch(device, r)
+    title = f"CIFAR-format arrays 32 px, recipe cifar, batch 128, {len(arrays)} images"
+    bench(results, args.rounds, title, contenders, startup)
+    results[title]["DeviceLoader"]["plan_s_per_50k"] = plan_seconds_per_50k(device)
     for loader in loaders.values():
         loader.close()
+
+
+def run(args) -> dict:
+    results: dict[str, dict] = {}
+    if "jpeg" in args.sections:
+        run_jpeg(args, results)
+    if "cifar" in args.sections:
+        run_cifar(args, results)
     return results
 
 
@@ -187,6 +228,9 @@ def print_table(results: dict) -> None:
         for name, row in rows.items():
             startup = f"{row['startup_s']:.1f} s" if row["startup_s"] is not None else ""
             print(f"  {name:<20} {row['images_per_s']:>10.0f} {row['ratio']:>6.2f}x {startup:>9}")
+            if "plan_s_per_50k" in row:
+                print(f"  ({name}: drawing the epoch plan takes {row['plan_s_per_50k'] * 1e3:.1f} ms of host time "
+                      "per 50k examples)")
 
 
 def main() -> None:
@@ -198,6 +242,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32, help="batch size for the JPEG folder")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to compare")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    p.add_argument("--sections", type=lambda text: text.split(","), default=["jpeg", "cifar"],
+                   help="comma list of the benchmarks to run: jpeg (the JPEG folder), cifar (the arrays)")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; rounds={args.rounds}", flush=True)

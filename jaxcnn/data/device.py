@@ -32,11 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxcnn.data.autoaugment import RandAugment, RandomErasing, TrivialAugmentWide
 from jaxcnn.data.pipeline import _channel_stats
 from jaxcnn.data.plan import epoch_draws, epoch_order
 from jaxcnn.data.splits import Subset
 from jaxcnn.data.transforms import (
-    Normalize, RandomCrop, RandomHorizontalFlip, Resize, ToChannels, as_size, build_transforms,
+    CenterCrop, Grayscale, Normalize, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, RandomRotation, Resize,
+    ToChannels, as_size, build_transforms,
 )
 
 # auto: the replicated data set may take this much of each device's memory; the rest is the
@@ -132,10 +134,7 @@ def _runs_on_device(transform, source_size: tuple[int, int]) -> bool:
 
 
 def _op_name(transform) -> str:
-    """The op's name as `--augment` spells it ('resize' for a resize to the input size)."""
-    from jaxcnn.data.autoaugment import RandAugment, RandomErasing, TrivialAugmentWide
-    from jaxcnn.data.transforms import CenterCrop, Grayscale, RandomResizedCrop, RandomRotation
-
+    """The op's name as `--augment` spells it; 'resize' and 'center crop' for the fixed steps."""
     names = {Resize: "resize", CenterCrop: "center crop", RandomResizedCrop: "rrc", RandomRotation: "rotate",
              Grayscale: "gray", RandAugment: "randaugment", TrivialAugmentWide: "trivialaugment",
              RandomErasing: "erase", RandomCrop: "crop", RandomHorizontalFlip: "flip"}
