@@ -10,7 +10,7 @@
    flip) and through the device-resident `DeviceLoader` (the same batches, made by one jitted
    call per batch on the default device; timed to the last batch's completion), beside a plain
    numpy loop doing the same crop, flip, stack and normalize. The host cost of the device path
-   (drawing the epoch plan: order, crop windows, flips) is reported apart, per 50k examples.
+   (drawing the epoch plan: order, crop windows, flips) is printed apart, per 50k examples.
 
 The Loader figures exclude worker start-up (reported apart) and the batches its buffers filled
 ahead; each round runs every contender once, interleaved, and the table shows medians and the
@@ -122,9 +122,8 @@ def time_loader_epoch(loader: Loader, epoch: int) -> float:
 def time_device_epoch(loader: DeviceLoader, epoch: int) -> float:
     """Images/second over one epoch of the device path, until its last batch is computed."""
     start = time.perf_counter()
-    batches = list(loader.epoch(epoch))
-    jax.block_until_ready(batches)
-    return len(batches) * loader.batch_size / (time.perf_counter() - start)
+    jax.block_until_ready(list(loader.epoch(epoch)))
+    return len(loader) * loader.batch_size / (time.perf_counter() - start)
 
 
 def plan_seconds_per_50k(loader: DeviceLoader, repeats: int = 5) -> float:
@@ -143,22 +142,22 @@ def time_call(fn, *args) -> float:
     return n / (time.perf_counter() - start)
 
 
-def bench(results: dict, rounds: int, title: str, contenders: dict, startup: dict) -> None:
-    """Every contender once per round, interleaved; medians and the ratio to the plain loop into `results`."""
-    rates = {name: [] for name in contenders}
-    for r in range(rounds):
-        for name, fn in contenders.items():
-            rates[name].append(fn(r + 1))
-    base = statistics.median(rates["plain loop"])
-    results[title] = {
-        name: {"images_per_s": statistics.median(v), "ratio": statistics.median(v) / base,
-               "startup_s": startup.get(name)}
-        for name, v in rates.items()
-    }
+def run(args) -> dict:
+    results: dict[str, dict] = {}
 
+    def bench(title: str, contenders: dict, startup: dict) -> None:
+        rates = {name: [] for name in contenders}
+        for r in range(args.rounds):
+            for name, fn in contenders.items():
+                rates[name].append(fn(r + 1))
+        base = statistics.median(rates["plain loop"])
+        results[title] = {
+            name: {"images_per_s": statistics.median(v), "ratio": statistics.median(v) / base,
+                   "startup_s": startup.get(name)}
+            for name, v in rates.items()
+        }
 
-def run_jpeg(args, results: dict) -> None:
-    """1. JPEG folder at 224 px."""
+    # 1. JPEG folder at 224 px.
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(args.dir or tmp)
         if not any(root.glob("*/*.jpg")):
@@ -179,14 +178,12 @@ def run_jpeg(args, results: dict) -> None:
         rng = np.random.default_rng(0)
         contenders = {"plain loop": lambda r: time_call(plain_pil_loop, paths, args.size, rng)}
         contenders.update({name: (lambda r, ld=ld: time_loader_epoch(ld, r)) for name, ld in loaders.items()})
-        bench(results, args.rounds, f"JPEG {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} folder -> {args.size} px, recipe flip, "
+        bench(f"JPEG {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} folder -> {args.size} px, recipe flip, "
               f"batch {args.batch_size}, {len(source)} images", contenders, startup)
         for loader in loaders.values():
             loader.close()
 
-
-def run_cifar(args, results: dict) -> None:
-    """2. CIFAR-format arrays at 32 px: the host Loader and the device-resident DeviceLoader."""
+    # 2. CIFAR-format arrays at 32 px.
     arrays = cifar_arrays(args.cifar_images)
     loaders, startup = {}, {}
     for workers in args.workers:
@@ -201,23 +198,15 @@ def run_cifar(args, results: dict) -> None:
     start = time.perf_counter()
     jax.block_until_ready(next(device.epoch(0)))  # puts the data set on the device and compiles
     startup["DeviceLoader"] = time.perf_counter() - start
+    print(f"DeviceLoader: drawing an epoch plan takes {plan_seconds_per_50k(device) * 1e3:.1f} ms of host time "
+          "per 50k examples", flush=True)
     rng = np.random.default_rng(0)
     contenders = {"plain loop": lambda r: time_call(plain_numpy_cifar_loop, arrays.images, 128, rng)}
     contenders.update({name: (lambda r, ld=ld: time_loader_epoch(ld, r)) for name, ld in loaders.items()})
     contenders["DeviceLoader"] = lambda r: time_device_epoch(device, r)
-    title = f"CIFAR-format arrays 32 px, recipe cifar, batch 128, {len(arrays)} images"
-    bench(results, args.rounds, title, contenders, startup)
-    results[title]["DeviceLoader"]["plan_s_per_50k"] = plan_seconds_per_50k(device)
+    bench(f"CIFAR-format arrays 32 px, recipe cifar, batch 128, {len(arrays)} images", contenders, startup)
     for loader in loaders.values():
         loader.close()
-
-
-def run(args) -> dict:
-    results: dict[str, dict] = {}
-    if "jpeg" in args.sections:
-        run_jpeg(args, results)
-    if "cifar" in args.sections:
-        run_cifar(args, results)
     return results
 
 
@@ -228,9 +217,6 @@ def print_table(results: dict) -> None:
         for name, row in rows.items():
             startup = f"{row['startup_s']:.1f} s" if row["startup_s"] is not None else ""
             print(f"  {name:<20} {row['images_per_s']:>10.0f} {row['ratio']:>6.2f}x {startup:>9}")
-            if "plan_s_per_50k" in row:
-                print(f"  ({name}: drawing the epoch plan takes {row['plan_s_per_50k'] * 1e3:.1f} ms of host time "
-                      "per 50k examples)")
 
 
 def main() -> None:
@@ -242,8 +228,6 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32, help="batch size for the JPEG folder")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to compare")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
-    p.add_argument("--sections", type=lambda text: text.split(","), default=["jpeg", "cifar"],
-                   help="comma list of the benchmarks to run: jpeg (the JPEG folder), cifar (the arrays)")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; rounds={args.rounds}", flush=True)
