@@ -13,7 +13,7 @@ import pytest
 
 import jaxcnn
 from archive_fixtures import write_idx_set
-from device_loader_run import CASES, compare, split_source
+from device_loader_run import CASES, as_host, compare, split_source
 from jaxcnn.config import ConfigError
 from jaxcnn.data import device as device_module
 from jaxcnn.data.arrays import ArraySource
@@ -108,6 +108,18 @@ def test_auto_takes_the_device_where_the_data_set_fits_and_the_host_on_cpu_or_wh
     not_in_memory = {"train": list(split_source())}
     pipeline, why = choose_pipeline("auto", not_in_memory, **options)
     assert pipeline == "host" and "not held in memory" in why
+
+
+def test_a_gray_data_set_fed_to_a_three_channel_model_is_converted_once_as_the_host_does():
+    rng = np.random.default_rng(2)
+    gray = ArraySource(rng.integers(0, 256, (20, 6, 6, 1), dtype=np.uint8), np.arange(20) % 2,
+                       class_names=["a", "b"], mean=(0.3,), std=(0.2,))
+    options = dict(batch_size=8, train=True, image_size=6, mean=gray.mean, std=gray.std, augment="crop:1,flip",
+                   channels=3)
+    host, device = Loader(gray, **options), DeviceLoader(gray, mesh=make_mesh(), **options)
+    for want, got in zip(host.epoch(1), device.epoch(1), strict=True):
+        assert got["image"].shape == (8, 6, 6, 3)
+        np.testing.assert_array_equal(as_host(got, want, device.normalize)["image"], want["image"])
 
 
 def test_a_cached_image_folder_is_in_memory_and_an_uncached_one_is_not():

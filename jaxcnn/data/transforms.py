@@ -3,7 +3,9 @@
 Every transform maps a record `{"image": uint8 (H, W, C), "label": ...}` to a record whose image
 is transformed; random ones are `grain.transforms.RandomMap`s, so Grain hands them a generator
 seeded from the pipeline seed and the element's index (the pipeline makes that index unique per
-epoch). Geometry follows torchvision's PIL path exactly: resizing is Pillow bilinear, which
+epoch). `RandomCrop` and `RandomHorizontalFlip` are also *planned*: the pipeline hands them their
+row of the epoch's draws instead (`apply_drawn`, `jaxcnn.data.plan`), which the device-resident
+pipeline applies the same way. Geometry follows torchvision's PIL path exactly: resizing is Pillow bilinear, which
 antialiases when it shrinks, as `torchvision.transforms.Resize` does on PIL images.
 
 Recipes (`--augment`); `image_size` is the model's input size S (or (h, w)):
