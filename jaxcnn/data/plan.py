@@ -34,7 +34,8 @@ def _generator(seed: int, stream: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(stream), int(epoch)])
 
 
-@functools.lru_cache(maxsize=4)
+# Small caches, per process (each worker holds its own): the epoch being read and the next one.
+@functools.lru_cache(maxsize=2)
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The examples of training epoch `epoch` in order: a read-only permutation of range(n)."""
     order = _generator(seed, ORDER_STREAM, epoch).permutation(n)
@@ -42,7 +43,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return order
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)  # a crop and a flip, two epochs
 def epoch_draws(seed: int, stream: int, epoch: int, n: int, k: int) -> np.ndarray:
     """`k` uniform draws in [0, 1) for each of the `n` positions of epoch `epoch` (read-only)."""
     if stream == ORDER_STREAM:
