@@ -11,7 +11,8 @@ Per architecture, three contenders train on the same synthetic batch with the CL
 (Adam, lr 1e-4 by default): jaxcnn's jitted `train_step` (harness.TrainSetup, 1 device),
 PyTorch eager in NCHW, and PyTorch eager in channels_last. Each round runs one window of each
 (A, B, C, A, B, C...: the machine's load drifts, so contenders alternate); the table shows the
-median images/s and jaxcnn / PyTorch ratios (above 1: jaxcnn is faster).
+median images/s and jaxcnn / PyTorch ratios (above 1: jaxcnn is faster). `--device cuda` runs
+PyTorch on the GPU (synchronized at the end of each window) against jaxcnn on JAX's GPU backend.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 import jax
 
 import harness
-from jaxcnn.models.layers import conv_settings
+from jaxcnn.models.cpu_conv import conv_settings
 
 try:
     import torch
@@ -34,13 +35,14 @@ except ImportError:
 
 
 def torch_trainer(arch: str, batch: dict, *, image_size: int, channels: int, num_classes: int,
-                  optimizer: str, learning_rate: float, channels_last: bool):
+                  optimizer: str, learning_rate: float, channels_last: bool, device: str = "cpu"):
     """A closure running `steps` PyTorch training steps on `batch` (the Adam/SGD update included)."""
     from jaxcnn.weights.torch_models import torch_model
 
     model = torch_model(arch, num_classes, image_size, channels).train()
     x = torch.from_numpy(batch["image"].transpose(0, 3, 1, 2).copy())
     y = torch.from_numpy(batch["label"].astype("int64"))
+    model, x, y = model.to(device), x.to(device), y.to(device)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     if optimizer == "sgd":
@@ -54,6 +56,8 @@ def torch_trainer(arch: str, batch: dict, *, image_size: int, channels: int, num
             logits = model(x)
             F.cross_entropy(logits[0] if isinstance(logits, tuple) else logits, y).backward()
             opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()  # CUDA runs asynchronously: a window ends when its steps have
 
     return run
 
@@ -86,7 +90,8 @@ def compare(arch: str, args) -> dict:
     for name, channels_last in (("torch eager", False), ("torch channels_last", True)):
         contenders[name] = torch_trainer(arch, host_batch, image_size=args.image_size, channels=3,
                                          num_classes=args.num_classes, optimizer=args.optimizer,
-                                         learning_rate=setup.learning_rate, channels_last=channels_last)
+                                         learning_rate=setup.learning_rate, channels_last=channels_last,
+                                         device=args.device)
     steps = {}
     for name, run in contenders.items():
         run(1)  # compile / warm the allocators
@@ -118,8 +123,13 @@ def main() -> None:
     p.add_argument("--window-seconds", type=float, default=1.0, help="target length of one window")
     p.add_argument("--before", action="store_true",
                    help="also time jaxcnn without the CPU batch slices (JAXCNN_CONV_BATCH_CHUNK=0), alternating")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="PyTorch's device; jaxcnn runs on JAX's default backend (the GPU where jax[cuda12] is installed)")
     p.add_argument("--json", help="write the results to this JSON file")
     args = p.parse_args()
+    if args.device == "cuda" and jax.default_backend() != "gpu":
+        sys.exit("--device cuda compares on a GPU, but JAX's backend is " + jax.default_backend()
+                 + ": install jax[cuda12] (pip install -e '.[cuda12]')")
     if torch is None:
         sys.exit("torch is not importable: `pip install --target DIR torch==2.13.0` and put DIR on PYTHONPATH "
                  "(torch is never a jaxcnn dependency)")

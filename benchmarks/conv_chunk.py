@@ -8,7 +8,7 @@ NHWC, float32) it times, per slice size, the three convolutions a training step 
 forward (x, w -> y), input gradient (dy, w -> dx) and weight gradient (x, dy -> dw), each jitted
 alone. All variants of one shape run in one process, alternating (A, B, C, A, B, C...: the
 machine is shared and its load drifts); the table shows median milliseconds and, per kernel,
-one call / best slices. This is the grid `jaxcnn.models.layers.cpu_batch_chunk`'s rule is fit to.
+one call / best slices. This is the grid `jaxcnn.models.cpu_conv.cpu_batch_chunk`'s rule is fit to.
 """
 
 import argparse

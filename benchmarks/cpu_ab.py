@@ -1,4 +1,4 @@
-"""The real train step under two or more `layers.conv_settings`, alternating in one process (CPU).
+"""The real train step under two or more `cpu_conv.conv_settings`, alternating in one process (CPU).
 
     python benchmarks/cpu_ab.py --arch resnet20,lenet5 --batch-size 16,32,64,128,256 \\
         [--variants before:batch_chunk=0,after:batch_chunk=auto] [--rounds 5] [--json out.json]
@@ -21,7 +21,7 @@ import re
 import jax
 
 import harness
-from jaxcnn.models.layers import conv_settings
+from jaxcnn.models.cpu_conv import conv_settings
 
 
 def parse_variants(text: str) -> dict[str, dict]:
@@ -76,7 +76,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--optimizer", default=harness.DEFAULTS.optim.name, choices=["adam", "adamw", "sgd"])
     p.add_argument("--variants", default="before:batch_chunk=0,after:batch_chunk=auto",
-                   help="name:setting=value+setting=value,... (settings of layers.conv_settings)")
+                   help="name:setting=value+setting=value,... (settings of cpu_conv.conv_settings)")
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     p.add_argument("--window-seconds", type=float, default=1.0)
     p.add_argument("--json", help="write the results to this JSON file")

@@ -4,6 +4,8 @@
         --dtype float32,bfloat16 --devices 1,2,4 --json results.json
     python benchmarks/throughput.py --arch resnet50 --image-size 224 --batch-size 64 --eval
     python benchmarks/throughput.py --arch lenet5 --image-size 28 --batch-size 128 --pipeline --data demo
+    python benchmarks/throughput.py --arch all --image-size 32,224 --batch-size auto --dtype float32,bfloat16 \
+        --devices 1,2,4,8 --json gpu.json      # the whole GPU table (benchmarks/README.md)
     python benchmarks/throughput.py --arch resnet20 --image-size 28 --pipeline device \
         --data fashion_mnist --data-dir /usr/share/datasets/fashion-mnist
 
@@ -22,6 +24,10 @@ batch already on the devices, then reports:
 - speedup / efficiency: images/s against the same configuration on 1 device (global batch =
   per-device batch x devices). CPU "devices" are fake: they share the host's cores, so there
   ideal scaling is a speedup of 1, and the figure measures what sharding costs.
+
+`--batch-size auto` chooses each configuration's per-device batch as `jaxcnn train --batch-size
+auto` does (the largest multiple of 8 whose compiled train step fits the device memory; 128 at
+most on CPU), so one command covers every architecture and input size on any GPU.
 
 `--eval` times `eval_step` instead. `--pipeline [host|device]` feeds real data (`--data`, default
 the embedded demo set) through the training loop's own prefetch -- host: the Grain `Loader`;
@@ -49,6 +55,8 @@ import tempfile
 import jax
 
 import harness
+from jaxcnn.builder import resolve_batch_size
+from jaxcnn.config import AUTO, int_or_auto
 from jaxcnn.models import list_models
 
 # Dense peak TFLOP/s per device: (float32 as JAX runs it by default -- TF32 tensor cores on
@@ -172,6 +180,8 @@ def run_configs(args, device_counts) -> list[dict]:
     ):
         config = dict(arch=arch, image_size=size, per_device_batch=batch, dtype=dtype, devices=devices)
         try:
+            if batch == AUTO:
+                config["per_device_batch"] = auto_per_device_batch(config, channels, num_classes, args.optimizer)
             setup = harness.TrainSetup(**config, channels=channels, num_classes=num_classes,
                                        optimizer=args.optimizer)
             record = measure(setup, args, data)
@@ -182,6 +192,17 @@ def run_configs(args, device_counts) -> list[dict]:
         records.append(record)
         print(progress_line(record), flush=True)
     return records
+
+
+def auto_per_device_batch(config: dict, channels: int, num_classes: int, optimizer: str) -> int:
+    """The per-device batch `jaxcnn train --batch-size auto` would train this configuration with."""
+    run_config = harness.RunConfig.from_dict({"model": {"arch": config["arch"], "dtype": config["dtype"]},
+                                              "data": {"batch_size": AUTO}, "optim": {"name": optimizer}})
+    mesh = harness.make_mesh(jax.devices()[: config["devices"]])
+    size = config["image_size"]
+    _, choice = resolve_batch_size(run_config, num_classes=num_classes, input_shape=(size, size, channels), mesh=mesh)
+    print(f"  {config['arch']} {size}px {config['dtype']} x{config['devices']}: {choice.message()}", flush=True)
+    return choice.per_device
 
 
 def progress_line(r: dict) -> str:
@@ -258,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--arch", type=str, default="resnet20", help="comma list of models, or 'all'")
-    p.add_argument("--batch-size", type=comma_list(int), default=[32], help="per-device batch sizes")
+    p.add_argument("--batch-size", type=comma_list(int_or_auto), default=[32],
+                   help="per-device batch sizes, or auto (as jaxcnn train --batch-size auto)")
     p.add_argument("--image-size", type=comma_list(int), default=[32], help="square input sizes")
     p.add_argument("--dtype", type=comma_list(str), default=["float32"], help="float32 and/or bfloat16")
     p.add_argument("--devices", type=comma_list(int), default=[1], help="device counts, e.g. 1,2,4")
@@ -286,10 +308,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.arch = list_models() if args.arch == "all" else args.arch.split(",")
-    unknown = sorted(set(args.arch) - set(list_models()) | set(args.dtype) - {"float32", "bfloat16"})
+    unknown = sorted(set(args.arch) - set(list_models()) | set(args.dtype) - {"float32", "bfloat16"}
+                     | {str(b) for b in args.batch_size if not (b == AUTO or isinstance(b, int) and b > 0)})
     if unknown:
-        sys.exit(f"unknown --arch/--dtype {unknown}; models: {', '.join(list_models())}; "
-                 "dtypes: float32, bfloat16")
+        sys.exit(f"unknown --arch/--dtype/--batch-size {unknown}; models: {', '.join(list_models())}; "
+                 "dtypes: float32, bfloat16; batch sizes: positive integers or auto")
     if args.records:  # a subprocess with its device count set
         with open(args.records, "a") as out:
             for record in run_configs(args, args.devices):

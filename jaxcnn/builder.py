@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import jax
 
-from jaxcnn.config import ConfigError, check_int, from_dict, option, to_dict
+from jaxcnn.config import AUTO, ConfigError, check_int, from_dict, option, reraise_as, to_dict
 from jaxcnn.data.config import DataConfig
 from jaxcnn.models.config import ModelConfig
 from jaxcnn.train.loop import LoopConfig
@@ -118,6 +118,9 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
     from jaxcnn.train.finetune import Freeze
 
     mesh = make_mesh() if mesh is None else mesh
+    if config.data.batch_size == AUTO:
+        raise ConfigError("data.batch_size", "auto is resolved from the data by jaxcnn.build (or resolve_batch_size); "
+                                             "build_training needs a number")
     if config.data.batch_size % mesh.size:
         raise ConfigError(
             "data.batch_size",
@@ -139,6 +142,31 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
     plateau = config.optim.plateau if config.optim.schedule == "plateau" else None
     return Training(mesh, model, optimizer, plateau, replicate(state, mesh), train_step, eval_step,
                     frozen_train_step, frozen_epochs)
+
+
+def resolve_batch_size(config: RunConfig, *, num_classes: int, input_shape: tuple[int, int, int],
+                       mesh: jax.sharding.Mesh, max_examples: int | None = None,
+                       image_dtype=jax.numpy.float32, budget: tuple[int, str] | None = None,
+                       cap: int | None = None) -> tuple[RunConfig, Any]:
+    """`config` with `data.batch_size="auto"` replaced by the global batch `auto_batch_size`
+    chooses from XLA's memory analysis of this run's train step (compiled, not run, on abstract
+    state), and the `BatchSizeChoice`; `max_examples`: the training split's size; `budget` and
+    `cap` as `auto_batch_size`'s."""
+    from jaxcnn.train import compile_steps, create_train_state
+    from jaxcnn.train.batch_size import auto_batch_size
+
+    model = config.model.build(num_classes)
+    labels = _head_labels(model, input_shape) if config.finetune.splits_backbone else None
+    # The schedule's values do not change the step's memory; any step count accumulation allows does.
+    optimizer = _optimizer(config, labels, steps_per_epoch=config.optim.grad_accum_steps)
+    state = jax.eval_shape(lambda: create_train_state(jax.random.key(config.seed), model, optimizer, input_shape,
+                                                      ema=config.loop.ema()))
+    train_step, _ = compile_steps(mesh, label_smoothing=config.loop.label_smoothing, mixup=config.loop.mixup)
+    with reraise_as("data.batch_size"):
+        choice = auto_batch_size(train_step, state, input_shape=input_shape, mesh=mesh, image_dtype=image_dtype,
+                                 max_examples=max_examples, budget=budget, cap=cap)
+    data = dataclasses.replace(config.data, batch_size=choice.global_batch)
+    return dataclasses.replace(config, data=data), choice
 
 
 def _head_labels(model, input_shape: tuple[int, int, int]) -> dict:
@@ -219,6 +247,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     from jaxcnn.train import make_mesh
 
     config.require_complete()
+    mesh = make_mesh() if mesh is None else mesh
     data = load_data(
         config.data.name, config.data.dir, val_split=config.data.val_split, split_seed=config.seed,
         image_size=_decode_size(config.data), download=config.data.download,
@@ -226,7 +255,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     )
     config = _watch_training_metrics(config) if len(data.val) == 0 else config
     image_size = config.data.image_size or data.default_image_size
-    mesh = make_mesh() if mesh is None else mesh
+    config = _resolve_auto(config, data, (image_size, image_size, data.channels), mesh)
     cleanup = contextlib.ExitStack()
     recipe = dict(augment=config.data.augment or data.default_augment,
                   hflip=data.default_hflip if config.data.hflip is None else config.data.hflip)
@@ -253,6 +282,21 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
         cleanup.close()
         raise
     return Experiment(config, data, image_size, train_loader, val_loader, test_loader, training, cleanup)
+
+
+def _resolve_auto(config: RunConfig, data, input_shape: tuple[int, int, int], mesh) -> RunConfig:
+    """`config` with `data.workers` and `data.batch_size` "auto" resolved (and logged once)."""
+    from jaxcnn.data.workers import auto_workers
+
+    if config.data.workers == AUTO:
+        workers, why = auto_workers(data.train, platform=mesh.devices.flat[0].platform)
+        log.info(f"--workers auto: {workers} ({why})")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, workers=workers))
+    if config.data.batch_size == AUTO:
+        config, choice = resolve_batch_size(config, num_classes=data.num_classes, input_shape=input_shape,
+                                            mesh=mesh, max_examples=len(data.train))
+        log.info(choice.message())
+    return config
 
 
 def _watch_training_metrics(config: RunConfig) -> RunConfig:

@@ -57,6 +57,25 @@ def check_int(name: str, value, *, minimum: int | None = None, optional: bool = 
         raise ConfigError(name, f"must be >= {minimum}, got {value}")
 
 
+AUTO = "auto"
+
+
+def check_int_or_auto(name: str, value, *, minimum: int | None = None) -> None:
+    """An integer (>= `minimum`) or the string "auto" (jaxcnn chooses; see the option's help)."""
+    if value != AUTO:
+        check_int(name, value, minimum=minimum)
+
+
+def int_or_auto(text: str) -> int | str:
+    """Command-line reader of an `int | str` option: "auto" or an integer (kept as text otherwise,
+    so the option's check names it)."""
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def check_float(name: str, value, *, low: float | None = None, high: float | None = None,
                 low_open: bool = False, high_open: bool = False, optional: bool = False) -> None:
     """A finite number in [low, high] (`*_open`: excluding that end)."""

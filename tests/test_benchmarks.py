@@ -73,6 +73,21 @@ def test_freeze_step_times_the_frozen_and_the_full_step(tmp_path):
     assert "frozen" in result.stdout and "s/step" in result.stdout
 
 
+def test_batch_size_auto_in_the_benchmarks_reports_its_fit_and_trains_at_it(tmp_path):
+    result = run_script("batch_size.py", "--arch", "lenet5", "--image-size", "28", "--channels", "1",
+                        "--budget-gib", "0.02", "--cap", "4096")
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = next(line.split() for line in result.stdout.splitlines() if line.strip().startswith("lenet5"))
+    per_device, estimate, measured = int(row[1]), float(row[2]), float(row[3])
+    assert per_device % 8 == 0 and per_device > 16 and 0 < measured <= 0.02 and estimate > 0 and row[-1] == "memory"
+    out = tmp_path / "records.json"
+    result = run_script("throughput.py", "--arch", "lenet5", "--image-size", "28", "--batch-size", "auto",
+                        "--steps", "1", "--windows", "1", "--warmup", "0", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (record,) = json.loads(out.read_text())
+    assert record["per_device_batch"] == 128 and "error" not in record  # the CPU cap
+
+
 @pytest.mark.slow  # ~25 s on 2 loaded cores: a second LeNet-5 compile for the uint8 batches
 def test_throughput_feeds_the_device_resident_pipeline(tmp_path):
     out = tmp_path / "records.json"

@@ -1,4 +1,4 @@
-"""The XLA:CPU rewrites of `layers.conv_general_dilated`: both paths of each, forced, give lax's
+"""The XLA:CPU rewrites of `cpu_conv.conv_general_dilated`: both paths of each, forced, give lax's
 convolution (values and gradients), and each is chosen per platform when the step is lowered."""
 
 import os
@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn.models import layers
-from jaxcnn.models.layers import conv_general_dilated, conv_settings, cpu_batch_chunk
+from jaxcnn.models import cpu_conv
+from jaxcnn.models.cpu_conv import conv_general_dilated, conv_settings, cpu_batch_chunk
 
 NUMBERS = ("NHWC", "HWIO", "NHWC")
 
@@ -118,21 +118,21 @@ def test_auto_rule_slices_large_batches_only():
 def test_bad_environment_values_name_the_variable_and_choices(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=rf"{name}='{value}': expected 'auto'"):
-        layers._env_settings()
+        cpu_conv._env_settings()
 
 
 def test_environment_values_are_read(monkeypatch):
     monkeypatch.setenv("JAXCNN_CONV_BATCH_CHUNK", "16")
     monkeypatch.setenv("JAXCNN_CONV_SMALL_MAP", "off")
-    assert layers._env_settings() == layers.ConvSettings(batch_chunk=16, small_map=False)
+    assert cpu_conv._env_settings() == cpu_conv.ConvSettings(batch_chunk=16, small_map=False)
     monkeypatch.setenv("JAXCNN_CONV_BATCH_CHUNK", "0")
-    assert layers._env_settings().batch_chunk == 0
+    assert cpu_conv._env_settings().batch_chunk == 0
 
 
 SHARDED = textwrap.dedent("""
     import re, jax, jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from jaxcnn.models.layers import conv_general_dilated, conv_settings
+    from jaxcnn.models.cpu_conv import conv_general_dilated, conv_settings
     mesh = Mesh(jax.devices(), ("data",))
     x = jax.device_put(jnp.ones((16, 8, 8, 4)), NamedSharding(mesh, P("data")))
     w = jax.device_put(jnp.ones((3, 3, 4, 4)), NamedSharding(mesh, P()))

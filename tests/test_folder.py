@@ -182,7 +182,7 @@ def test_cache_holds_the_same_records_and_says_its_size(tmp_path, caplog, monkey
         j = plain.paths.index(cached.paths[i])
         np.testing.assert_array_equal(cached[i]["image"], plain[j]["image"])
         assert cached[i]["label"] == plain[j]["label"]
-    monkeypatch.setattr(folder, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(folder, "available_memory", lambda: 1000)
     with pytest.raises(ValueError, match="data.cache needs 0.00 GiB .* only 0.00 GiB"):
         ImageFolderSource(tmp_path, image_size=10, cache=True)
 

@@ -20,7 +20,7 @@ import dataclasses
 import typing
 from typing import Any, Iterator
 
-from jaxcnn.config import field_type, is_section, merge, nest, unwrap_optional
+from jaxcnn.config import field_type, int_or_auto, is_section, merge, nest, unwrap_optional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,8 @@ class Flag:
 def flags(cls, prefix: str = "--", path: str = "") -> Iterator[Flag]:
     """Every flag of config class `cls`, depth first."""
     for field in dataclasses.fields(cls):
-        tp = unwrap_optional(field_type(cls, field)) or str
+        annotation = field_type(cls, field)
+        tp = unwrap_optional(annotation) or (int_or_auto if set(typing.get_args(annotation)) == {int, str} else str)
         meta_flag = field.metadata.get("flag")
         if is_section(tp):
             yield from flags(tp, meta_flag or prefix, f"{path}{field.name}.")

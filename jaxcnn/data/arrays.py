@@ -28,6 +28,8 @@ PUBLISHED_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 class ArraySource:
     """A grain random-access source over `images` (N, H, W, C) uint8 and `labels` (N,) ints."""
 
+    in_memory = True  # records are views of `images`: nothing is decoded per record
+
     def __init__(
         self,
         images: np.ndarray,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxcnn.config import check_choice, check_float, check_int, option, reraise_as
+from jaxcnn.config import check_choice, check_float, check_int, check_int_or_auto, option, reraise_as
 from jaxcnn.data.presets import check_dataset_name, list_datasets
 from jaxcnn.data.transforms import RECIPES, parse_augment
 
@@ -17,7 +17,10 @@ class DataConfig:
     name: str | None = option(None, f"dataset (required): {', '.join(list_datasets())}", flag="--data")
     dir: str | None = option(None, "where the dataset lies (default: ./data/<name>)", flag="--data-dir")
     image_size: int | None = option(None, "square input size (default: the dataset's)")
-    batch_size: int = option(16, "global batch: the images of one optimizer step, split over all devices")
+    batch_size: int | str = option(
+        16, "global batch: the images of one optimizer step, split over all devices; auto: the largest "
+            "per-device batch (a multiple of 8) whose compiled train step fits the device memory, times the "
+            "devices (on CPU at most 128 per device)")
     val_split: float = option(
         0.2, "fraction of train held out for validation when the dataset has no val split; 0 trains on all "
              "of it (the best checkpoint, plateau and early stopping then watch the training loss)")
@@ -29,7 +32,9 @@ class DataConfig:
     label_mode: str | None = option(None, "CIFAR-100 labels (default: fine)", choices=LABEL_MODES)
     download: bool = option(False, "download CIFAR/MNIST archives (checksum-verified)")
     cache: bool = option(False, "keep the decoded, resized images of a folder in memory")
-    workers: int = option(0, "data worker processes (0: in-process)", resume=True)
+    workers: int | str = option(
+        0, "data worker processes (0: in-process); auto: from the CPU count and the source (none on the CPU "
+           "backend, which uses every core for the step)", resume=True)
     input_pipeline: str = option(
         "auto", "where batches are made: host (Grain, per-image transforms), device (the uint8 data set held on "
                 "the devices, crop and flip there: in-memory datasets at the input size with recipes of crop and "
@@ -42,12 +47,12 @@ class DataConfig:
             with reraise_as("name"):
                 check_dataset_name(self.name)
         check_int("image_size", self.image_size, minimum=1, optional=True)
-        check_int("batch_size", self.batch_size, minimum=1)
+        check_int_or_auto("batch_size", self.batch_size, minimum=1)
         check_float("val_split", self.val_split, low=0.0, high=1.0, high_open=True)
         if self.augment is not None:
             with reraise_as("augment"):
                 parse_augment(self.augment)
         check_float("hflip", self.hflip, low=0.0, high=1.0, optional=True)
         check_choice("label_mode", self.label_mode, LABEL_MODES, optional=True)
-        check_int("workers", self.workers, minimum=0)
+        check_int_or_auto("workers", self.workers, minimum=0)
         check_choice("input_pipeline", self.input_pipeline, INPUT_PIPELINES)

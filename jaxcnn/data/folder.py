@@ -29,6 +29,7 @@ from jaxcnn.data.arrays import channel_stats
 from jaxcnn.data.decode import ImageInfo, UnreadableImage, decode_image, probe_image
 from jaxcnn.data.scan import IMAGE_EXTENSIONS, list_images, printable, visible_dirs
 from jaxcnn.data.splits import DataNotFoundError, DataSplits, Subset, stratified_split
+from jaxcnn.system import available_memory, usable_cpus
 
 MAX_DEFAULT_IMAGE_SIZE = 224  # a folder of smaller images (e.g. 28 px PNGs) defaults to their size
 STATS_IMAGES = 500  # mean/std from this many evenly spaced training images: stable to ~1e-3
@@ -40,11 +41,6 @@ _LAYOUT = (
     f" (then validation is a stratified data.val_split of it). Image files: {' '.join(IMAGE_EXTENSIONS)}."
 )
 log = logging.getLogger(__name__)
-
-
-def _threads() -> int:
-    """Pillow releases the GIL while decoding, so threads scale decoding over the cores."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _probe_all(paths: list[str]) -> list[ImageInfo | UnreadableImage]:
@@ -60,20 +56,6 @@ def _probe_all(paths: list[str]) -> list[ImageInfo | UnreadableImage]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return [probe(path) for path in paths]
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _gib(n: float) -> str:
@@ -174,6 +156,11 @@ class ImageFolderSource:
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the images are decoded in memory (`cache=True`) rather than read per record."""
+        return self._cache is not None
+
     def __getitem__(self, index: int) -> dict | None:
         """The record at `index`, or None when its file turns out unreadable (logged, see above)."""
         index = int(index)
@@ -213,7 +200,7 @@ class ImageFolderSource:
 
     def _fill_cache(self) -> None:
         shape = (len(self), self.image_size, self.image_size, self.channels)
-        needed, available = int(np.prod(shape)), _available_memory()
+        needed, available = int(np.prod(shape)), available_memory()
         log.info(f"data.cache: {shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} uint8 from {self.root}"
                  f" take {_gib(needed)} ({_gib(available) if available else 'unknown'} available)")
         if available is not None and needed > CACHE_MEMORY_FRACTION * available:
@@ -230,7 +217,7 @@ class ImageFolderSource:
                 cache[index] = record["image"]
             return record is not None
 
-        with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
+        with concurrent.futures.ThreadPoolExecutor(usable_cpus()) as pool:  # Pillow decodes without the GIL
             keep = list(pool.map(fill, range(len(self))))
         self._keep(keep, [None] * len(keep), visible_dirs(self.root))
         self._cache = cache if all(keep) else cache[np.asarray(keep)]
@@ -244,7 +231,7 @@ class ImageFolderSource:
         """
         indices = np.arange(len(self)) if indices is None else np.asarray(indices)
         picks = indices[np.linspace(0, len(indices) - 1, min(max_images, len(indices))).round().astype(int)]
-        with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
+        with concurrent.futures.ThreadPoolExecutor(usable_cpus()) as pool:  # Pillow decodes without the GIL
             images = [record["image"] for record in pool.map(self.__getitem__, picks) if record is not None]
         if not images:
             raise ValueError(f"No readable image in {self.root!r} to compute normalization statistics from.")
