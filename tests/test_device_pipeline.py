@@ -18,7 +18,7 @@ from jaxcnn.config import ConfigError
 from jaxcnn.data import device as device_module
 from jaxcnn.data.arrays import ArraySource
 from jaxcnn.data import load_data
-from jaxcnn.data.device import DeviceLoader, DeviceStore, choose_pipeline, in_memory
+from jaxcnn.data.device import DeviceLoader, DeviceStore, choose_pipeline, in_memory, resident_bytes
 from jaxcnn.data.pipeline import Loader
 from jaxcnn.data.plan import epoch_draws, epoch_order
 from jaxcnn.data.splits import Subset
@@ -99,7 +99,8 @@ def test_auto_takes_the_device_where_the_data_set_fits_and_the_host_on_cpu_or_wh
     assert pipeline == "host" and "report no memory limit" in why  # CPU
     assert choose_pipeline("host", splits, **options)[0] == "host"
     assert choose_pipeline("device", splits, **options)[0] == "device"
-    nbytes = train.source.images.nbytes  # train and val share one base array: counted once
+    nbytes = train.source.images.nbytes + train.source.labels.nbytes  # one base array for both splits
+    assert resident_bytes(splits) == nbytes
     monkeypatch.setattr(device_module, "_device_memory", lambda mesh: 4 * nbytes)
     assert choose_pipeline("auto", splits, **options)[0] == "device"
     monkeypatch.setattr(device_module, "_device_memory", lambda mesh: 4 * nbytes - 1)
@@ -134,12 +135,16 @@ def test_a_cached_image_folder_is_in_memory_and_an_uncached_one_is_not():
 def test_build_chooses_and_logs_the_pipeline(tmp_path, caplog):
     write_idx_set(tmp_path, train_n=40, test_n=10)
     config = jaxcnn.RunConfig.from_dict({"model": {"arch": "lenet5"}, "data": {
-        "name": "mnist", "dir": str(tmp_path), "batch_size": 8, "input_pipeline": "device", "augment": "crop:2"}})
+        "name": "mnist", "dir": str(tmp_path), "batch_size": "auto", "input_pipeline": "device",
+        "augment": "crop:2"}})
     with caplog.at_level(logging.INFO, logger="jaxcnn"), jaxcnn.build(config) as run:
         loaders = (run.train_loader, run.val_loader, run.test_loader)
         assert all(isinstance(loader, DeviceLoader) for loader in loaders)
-        assert next(run.test_loader.epoch(0))["image"].shape == (8, 28, 28, 1)
+        batch = run.config.data.batch_size  # auto: 32 training examples, 8 per device at least
+        assert next(run.test_loader.epoch(0))["image"].shape == (batch, 28, 28, 1)
     assert "Input pipeline: device (data.input_pipeline=device)." in caplog.messages
+    # --batch-size auto leaves the device's copy of the data set (40 + 10 images) out of its budget.
+    assert any("less the 0 MiB data set on it" in message for message in caplog.messages)
     with pytest.raises(ConfigError, match="data.input_pipeline.*randaugment"):
         jaxcnn.build(jaxcnn.RunConfig.from_dict(config.to_dict() | {"data": {
             **config.to_dict()["data"], "augment": "randaugment"}}))

@@ -149,6 +149,17 @@ def _device_memory(mesh: Mesh) -> int | None:
     return None if None in limits else min(limits)
 
 
+def resident_bytes(splits: dict) -> int:
+    """Bytes per device of the in-memory data sets of `splits` (name -> source or None) on the
+    device path: each base array once, however many splits read it."""
+    bases = {}
+    for arrays in (in_memory(source) for source in splits.values() if source is not None):
+        if arrays is not None:
+            images, labels, _ = arrays
+            bases[id(images)] = images.nbytes + labels.nbytes
+    return sum(bases.values())
+
+
 def choose_pipeline(requested: str, splits: dict, *, augment: str, hflip: float,
                     image_size: int | tuple[int, int], mesh: Mesh) -> tuple[str, str]:
     """("host" or "device", why) for `requested` in ("auto", "host", "device") and the sources of
@@ -177,8 +188,7 @@ def choose_pipeline(requested: str, splits: dict, *, augment: str, hflip: float,
     limit = _device_memory(mesh)
     if limit is None:
         return "host", f"auto: {mesh.devices.flat[0].platform} devices report no memory limit (host on CPU)"
-    needed = sum({id(arrays[0]): arrays[0].nbytes for arrays in map(in_memory, splits.values())
-                  if arrays is not None}.values())
+    needed = resident_bytes(splits)
     if needed > DEVICE_MEMORY_FRACTION * limit:
         return "host", (f"auto: the data set ({needed / 2**20:.0f} MiB) exceeds {DEVICE_MEMORY_FRACTION:.0%} "
                         f"of device memory ({limit / 2**20:.0f} MiB)")
