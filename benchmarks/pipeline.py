@@ -7,7 +7,10 @@
    by `ImageFolderSource` at 224 px through `Loader` (train, recipe `flip`) with 0, 1 and 2 workers,
    beside a plain PIL loop: open, convert RGB, resize to 224x224, flip, to numpy.
 2. CIFAR-format arrays (32x32x3 uint8 in memory) through `Loader` (recipe `cifar`: pad-crop +
-   flip), beside a plain numpy loop doing the same crop, flip and stack.
+   flip) and through the device-resident `DeviceLoader` (the same batches, made by one jitted
+   call per batch on the default device; timed to the last batch's completion), beside a plain
+   numpy loop doing the same crop, flip, and stack. The host cost of the device path
+   (drawing the epoch plan: order, crop windows, flips) is printed apart, per 50k examples.
 
 The Loader figures exclude worker start-up (reported apart) and the batches its buffers filled
 ahead; each round runs every contender once, interleaved, and the table shows medians and the
@@ -28,12 +31,14 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from jaxcnn.data.arrays import ArraySource  # noqa: E402
+from jaxcnn.data.device import DeviceLoader  # noqa: E402
 from jaxcnn.data.folder import ImageFolderSource  # noqa: E402
 from jaxcnn.data.pipeline import Loader  # noqa: E402
 
@@ -122,6 +127,23 @@ def transfer_bytes(loader: Loader, batch: dict) -> dict:
     return {"uint8": uint8, "float32": float32, "ratio": float32 / uint8}
 
 
+def time_device_epoch(loader: DeviceLoader, epoch: int) -> float:
+    """Images/second over one epoch of the device path, until its last batch is computed."""
+    start = time.perf_counter()
+    jax.block_until_ready(list(loader.epoch(epoch)))
+    return len(loader) * loader.batch_size / (time.perf_counter() - start)
+
+
+def plan_seconds_per_50k(loader: DeviceLoader, repeats: int = 5) -> float:
+    """Host seconds to draw one epoch's plan, scaled to a 50,000-example epoch (CIFAR-10's)."""
+    seconds = []
+    for epoch in range(100, 100 + repeats):  # epochs never drawn before: no cached tables
+        start = time.perf_counter()
+        loader.epoch_plan(epoch)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds) * 50_000 / loader.num_examples
+
+
 def time_call(fn, *args) -> float:
     start = time.perf_counter()
     n = fn(*args)
@@ -177,9 +199,17 @@ def run(args) -> dict:
         first = next(loader.epoch(0))
         startup[f"Loader workers={workers}"] = time.perf_counter() - start
         loaders[f"Loader workers={workers}"] = loader
+    device = DeviceLoader(arrays, batch_size=128, train=True, image_size=32, mean=MEAN, std=STD, augment="cifar",
+                          seed=0, mesh=jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",)))
+    start = time.perf_counter()
+    jax.block_until_ready(next(device.epoch(0)))  # puts the data set on the device and compiles
+    startup["DeviceLoader"] = time.perf_counter() - start
+    print(f"DeviceLoader: drawing an epoch plan takes {plan_seconds_per_50k(device) * 1e3:.1f} ms of host time "
+          "per 50k examples", flush=True)
     rng = np.random.default_rng(0)
     contenders = {"plain loop": lambda r: time_call(plain_numpy_cifar_loop, arrays.images, 128, rng)}
     contenders.update({name: (lambda r, ld=ld: time_loader_epoch(ld, r)) for name, ld in loaders.items()})
+    contenders["DeviceLoader"] = lambda r: time_device_epoch(device, r)
     bench(f"CIFAR-format arrays 32 px, recipe cifar, batch 128, {len(arrays)} images", contenders, startup,
           transfer_bytes(loader, first))
     for loader in loaders.values():

@@ -6,6 +6,8 @@
     python benchmarks/throughput.py --arch lenet5 --image-size 28 --batch-size 128 --pipeline --data demo
     python benchmarks/throughput.py --arch all --image-size 32,224 --batch-size auto --dtype float32,bfloat16 \
         --devices 1,2,4,8 --json gpu.json      # the whole GPU table (benchmarks/README.md)
+    python benchmarks/throughput.py --arch resnet20 --image-size 28 --pipeline device \
+        --data fashion_mnist --data-dir /usr/share/datasets/fashion-mnist
 
 Each configuration builds what `jaxcnn train` builds (`harness.TrainSetup`) on a synthetic
 uint8 batch already on the devices (normalized inside the step, as a run's batches are), then reports:
@@ -27,9 +29,11 @@ uint8 batch already on the devices (normalized inside the step, as a run's batch
 auto` does (the largest multiple of 8 whose compiled train step fits the device memory; 128 at
 most on CPU), so one command covers every architecture and input size on any GPU.
 
-`--eval` times `eval_step` instead. `--pipeline` feeds the real Grain `Loader` (`--data`, default
-the embedded demo set) through the training loop's own prefetch, alternating its windows with
-bare-step windows on the same state, and reports both rates and their ratio.
+`--eval` times `eval_step` instead. `--pipeline [host|device]` feeds real data (`--data`, default
+the embedded demo set) through the training loop's own prefetch -- host: the Grain `Loader`;
+device: the device-resident `DeviceLoader` (in-memory data, recipes of crop and flip) --,
+alternating its windows with bare-step windows on the same state, and reports both rates and
+their ratio.
 
 On CPU each device count runs in a subprocess with
 `XLA_FLAGS=--xla_force_host_platform_device_count=N` (it must be set before jax starts); on GPU
@@ -110,7 +114,8 @@ def measure(setup: harness.TrainSetup, args, data=None) -> dict:
         loader.close()
         bare_rate = steps * setup.global_batch / harness.median(bare)
         seconds = list(fed)
-        record.update(mode="pipeline", data=args.data, workers=args.workers, step_images_per_s=bare_rate,
+        record.update(mode="pipeline", pipeline=args.pipeline, data=args.data, workers=args.workers,
+                      step_images_per_s=bare_rate,
                       pipeline_ratio=steps * setup.global_batch / harness.median(seconds) / bare_rate)
     else:
         seconds = harness.timed_windows(lambda: run(steps), windows=args.windows, warmup=args.warmup)
@@ -140,14 +145,19 @@ def measure(setup: harness.TrainSetup, args, data=None) -> dict:
 
 
 def pipeline_batches(setup: harness.TrainSetup, data, args):
-    """The training split's batches through the Loader and the loop's device prefetch, epoch
-    after epoch: `(loader, iterator)`."""
+    """The training split's batches through the `--pipeline` loader and the loop's device
+    prefetch, epoch after epoch: `(loader, iterator)`."""
     from jaxcnn.data import Loader
+    from jaxcnn.data.device import DeviceLoader
     from jaxcnn.train.evaluate import prefetch_to_mesh
 
-    loader = Loader(data.train, batch_size=setup.global_batch, train=True, image_size=setup.image_size,
-                    mean=data.mean, std=data.std, augment=data.default_augment, hflip=data.default_hflip,
-                    seed=setup.seed, workers=args.workers, channels=setup.channels)
+    options = dict(batch_size=setup.global_batch, train=True, image_size=setup.image_size, mean=data.mean,
+                   std=data.std, augment=data.default_augment, hflip=data.default_hflip, seed=setup.seed,
+                   channels=setup.channels)
+    if args.pipeline == "device":
+        loader = DeviceLoader(data.train, mesh=setup.mesh, **options)
+    else:
+        loader = Loader(data.train, workers=args.workers, **options)
     host = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count())
     return loader, iter(prefetch_to_mesh(host, setup.mesh))
 
@@ -285,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="steps per window (default: from --window-seconds)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--eval", action="store_true", help="time eval_step instead of train_step")
-    mode.add_argument("--pipeline", action="store_true", help="feed real data through the Grain Loader")
+    mode.add_argument("--pipeline", nargs="?", const="host", choices=["host", "device"],
+                      help="feed real data through the host Grain Loader or the device-resident DeviceLoader")
     p.add_argument("--data", default="demo", help="--pipeline: dataset name or folder (as scripts/train.py)")
     p.add_argument("--data-dir", default=None, help="--pipeline: where the dataset lies")
     p.add_argument("--workers", type=int, default=0, help="--pipeline: Loader worker processes")

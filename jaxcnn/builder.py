@@ -246,6 +246,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     `finetune.pretrained` (a resumed run restores its checkpoint instead).
     """
     from jaxcnn.data import Loader, load_data
+    from jaxcnn.data.device import DeviceLoader, DeviceStore, choose_pipeline, resident_bytes
     from jaxcnn.train import InputNormalization, make_mesh
 
     config.require_complete()
@@ -257,16 +258,23 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     )
     config = _watch_training_metrics(config) if len(data.val) == 0 else config
     image_size = config.data.image_size or data.default_image_size
-    config = _resolve_auto(config, data, (image_size, image_size, data.channels), mesh)
+    recipe = dict(augment=config.data.augment or data.default_augment,
+                  hflip=data.default_hflip if config.data.hflip is None else config.data.hflip)
+    splits = {"train": data.train, "val": data.val if len(data.val) else None, "test": data.test}
+    pipeline, why = choose_pipeline(config.data.input_pipeline, splits, image_size=image_size, mesh=mesh, **recipe)
+    log.info(f"Input pipeline: {pipeline} ({why}).")
+    config = _resolve_auto(config, data, (image_size, image_size, data.channels), mesh,
+                           resident_bytes=resident_bytes(splits) if pipeline == "device" else 0)
     cleanup = contextlib.ExitStack()
+    store = DeviceStore(mesh) if pipeline == "device" else None
 
     def loader(source, train: bool):
-        return cleanup.enter_context(Loader(
-            source, batch_size=config.data.batch_size, train=train, image_size=image_size,
-            mean=data.mean, std=data.std, augment=config.data.augment or data.default_augment,
-            hflip=data.default_hflip if config.data.hflip is None else config.data.hflip,
-            seed=config.seed, workers=config.data.workers, prefetch=config.data.prefetch, channels=data.channels,
-        ))
+        common = dict(batch_size=config.data.batch_size, train=train, image_size=image_size, mean=data.mean,
+                      std=data.std, seed=config.seed, channels=data.channels, **recipe)
+        if store is not None:
+            return cleanup.enter_context(DeviceLoader(source, store=store, **common))
+        return cleanup.enter_context(Loader(source, workers=config.data.workers, prefetch=config.data.prefetch,
+                                                  **common))
 
     try:
         train_loader = loader(data.train, True)
@@ -282,17 +290,24 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     return Experiment(config, data, image_size, train_loader, val_loader, test_loader, training, cleanup)
 
 
-def _resolve_auto(config: RunConfig, data, input_shape: tuple[int, int, int], mesh) -> RunConfig:
-    """`config` with `data.workers` and `data.batch_size` "auto" resolved (and logged once)."""
+def _resolve_auto(config: RunConfig, data, input_shape: tuple[int, int, int], mesh, *,
+                  resident_bytes: int = 0) -> RunConfig:
+    """`config` with `data.workers` and `data.batch_size` "auto" resolved (and logged once); the
+    batch's memory budget leaves out `resident_bytes`, the data set the device input path holds."""
     from jaxcnn.data.workers import auto_workers
+    from jaxcnn.train.batch_size import memory_budget
 
     if config.data.workers == AUTO:
         workers, why = auto_workers(data.train, platform=mesh.devices.flat[0].platform)
         log.info(f"--workers auto: {workers} ({why})")
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, workers=workers))
     if config.data.batch_size == AUTO:
+        budget = None
+        if resident_bytes:
+            limit, source = memory_budget(mesh.devices.flat[0], len(mesh.local_devices))
+            budget = (limit - resident_bytes, f"{source} less the {resident_bytes / 2**20:.0f} MiB data set on it")
         config, choice = resolve_batch_size(config, num_classes=data.num_classes, input_shape=input_shape,
-                                            mesh=mesh, max_examples=len(data.train))
+                                            mesh=mesh, max_examples=len(data.train), budget=budget)
         log.info(choice.message())
     return config
 

@@ -86,3 +86,16 @@ def test_batch_size_auto_in_the_benchmarks_reports_its_fit_and_trains_at_it(tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     (record,) = json.loads(out.read_text())
     assert record["per_device_batch"] == 128 and "error" not in record  # the CPU cap
+
+
+@pytest.mark.slow  # ~25 s on 2 loaded cores: a second LeNet-5 compile for the uint8 batches
+def test_throughput_feeds_the_device_resident_pipeline(tmp_path):
+    out = tmp_path / "records.json"
+    result = run_script("throughput.py", "--arch", "lenet5", "--image-size", "28", "--batch-size", "8",
+                        "--pipeline", "device", "--data", "demo", "--cache", "--steps", "2", "--windows", "2",
+                        "--warmup", "0", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (record,) = json.loads(out.read_text())
+    assert "error" not in record, record.get("error")
+    assert record["mode"] == "pipeline" and record["pipeline"] == "device"
+    assert record["images_per_s"] > 0 and record["step_images_per_s"] > 0 and record["pipeline_ratio"] > 0

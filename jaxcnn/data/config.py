@@ -9,6 +9,7 @@ from jaxcnn.data.presets import check_dataset_name, list_datasets
 from jaxcnn.data.transforms import RECIPES, parse_augment
 
 LABEL_MODES = ("fine", "coarse")
+INPUT_PIPELINES = ("auto", "host", "device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,12 @@ class DataConfig:
            "backend, which uses every core for the step)", resume=True)
     prefetch: int = option(2, "batches prepared ahead: by the loader's threads (or each worker) and, "
                               "already sharded, on the devices", resume=True)
+    input_pipeline: str = option(
+        "auto", "where batches are made: host (Grain, per-image transforms), device (the uint8 data set held on "
+                "the devices, crop and flip there: in-memory datasets at the input size with recipes of crop and "
+                "flip only) or auto (device on accelerators where it applies and the data set fits in a quarter "
+                "of device memory, host otherwise); the batches are the same either way",
+        choices=INPUT_PIPELINES, resume=True)
 
     def __post_init__(self):
         if self.name is not None:
@@ -51,3 +58,4 @@ class DataConfig:
         check_choice("label_mode", self.label_mode, LABEL_MODES, optional=True)
         check_int_or_auto("workers", self.workers, minimum=0)
         check_int("prefetch", self.prefetch, minimum=1)
+        check_choice("input_pipeline", self.input_pipeline, INPUT_PIPELINES)

@@ -184,6 +184,12 @@ class ImageFolderSource:
         with open(self._skip_log, "a", encoding="utf-8") as f:
             f.write(json.dumps([path, str(error)]) + "\n")
 
+    @property
+    def images(self) -> np.ndarray | None:
+        """The decoded uint8 (N, H, W, C) images when cached (`cache=True`), else None; what the
+        device-resident input pipeline puts on the devices."""
+        return self._cache
+
     def skipped_files(self) -> list[tuple[str, str]]:
         """(path, reason) of every file skipped so far, at indexing or when read in any process."""
         found = set(self._index_skips)

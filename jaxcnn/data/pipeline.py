@@ -14,9 +14,11 @@ host); the jitted steps normalize them with `loader.normalize`'s statistics and 
 recipe ending in `erase` drew, which ride in the batch as `"erase": int32 (B, 4)`
 (`jaxcnn.train.inputs.prepare_inputs`).
 
-Batch `g` holds positions `[i * B, (i + 1) * B)` of epoch `e = g // len(loader)`; Grain's shuffle
-reshuffles each epoch and seeds every random transform from (seed, its position in all epochs).
-So a batch is a pure function of (seed, epoch, index): the same for any worker count (workers
+Batch `g` holds positions `[i * B, (i + 1) * B)` of epoch `e = g // len(loader)`. The epoch's
+order and the crop / flip parameters come from the epoch plan (`jaxcnn.data.plan`, shared with
+the device-resident `DeviceLoader`), the other random transforms from the generator Grain seeds
+from (seed, the element's position in all epochs). So a batch is a pure function of (seed,
+epoch, index): the same for any worker count (workers
 build whole batches and Grain interleaves them back in order), and a resumed run
 sees exactly the data it would have seen. Worker processes persist from one epoch to the next
 while epochs are read in order.
@@ -38,6 +40,7 @@ import numpy as np
 from absl import flags
 
 from jaxcnn.data.autoaugment import ERASE_KEY, RandomErasing
+from jaxcnn.data.plan import EpochShuffle, PlannedMap, is_planned
 from jaxcnn.data.transforms import Normalize, ToChannels, as_size, build_transforms
 
 # Pillow / ITU-R 601-2 weights, to turn RGB statistics into gray ones.
@@ -161,10 +164,14 @@ class Loader:
 
         ds = grain.MapDataset.source(source).seed(seed)
         if train:
-            ds = ds.shuffle()
-        for transform in transforms:
-            is_random = isinstance(transform, grain.transforms.RandomMap)
-            ds = ds.random_map(transform) if is_random else ds.map(transform)
+            ds = EpochShuffle(ds, seed)
+        for stream, transform in enumerate(transforms, start=1):
+            if is_planned(transform):
+                ds = ds.map_with_index(PlannedMap(transform, seed=seed, stream=stream, length=len(source)))
+            elif isinstance(transform, grain.transforms.RandomMap):
+                ds = ds.random_map(transform)
+            else:
+                ds = ds.map(transform)
         collate = _Collate(batch_size, self.image_shape, any(isinstance(t, RandomErasing) for t in transforms))
         self._batches = ds.batch(batch_size, drop_remainder=train, batch_fn=collate).repeat()
         self._iterator = None

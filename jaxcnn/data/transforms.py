@@ -3,7 +3,9 @@
 Every transform maps a record `{"image": uint8 (H, W, C), "label": ...}` to a record whose image
 is transformed; random ones are `grain.transforms.RandomMap`s, so Grain hands them a generator
 seeded from the pipeline seed and the element's index (the pipeline makes that index unique per
-epoch). Geometry follows torchvision's PIL path exactly: resizing is Pillow bilinear, which
+epoch). `RandomCrop` and `RandomHorizontalFlip` are also *planned*: the pipeline hands them their
+row of the epoch's draws instead (`apply_drawn`, `jaxcnn.data.plan`), which the device-resident
+pipeline applies the same way. Geometry follows torchvision's PIL path exactly: resizing is Pillow bilinear, which
 antialiases when it shrinks, as `torchvision.transforms.Resize` does on PIL images.
 
 Recipes (`--augment`); `image_size` is the model's input size S (or (h, w)):
@@ -147,38 +149,61 @@ class RandomResizedCrop(RandomImageMap):
 
 @dataclasses.dataclass(frozen=True)
 class RandomCrop(RandomImageMap):
-    """Pad `padding` pixels of `fill` on every side, then crop `size` at a random position."""
+    """Pad `padding` pixels of `fill` on every side, then crop `size` at a random position.
+
+    Planned (`jaxcnn.data.plan`): its two draws in [0, 1) pick the window, so the pipeline can
+    draw a whole epoch's windows at once and the device path can apply them.
+    """
 
     size: int | Size
     padding: int = 0
     fill: int = 0
+    DRAWS = 2
 
-    def apply(self, image, rng):
-        height, width = as_size(self.size)
-        padded_h, padded_w = image.shape[0] + 2 * self.padding, image.shape[1] + 2 * self.padding
-        if padded_h < height or padded_w < width:
+    def origins(self, draws: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Window origins (top, left) in the padded image, int (..., 2), of draws (..., 2) for a
+        (height, width) input: uniform over every window, as `integers(0, padded - size + 1)`."""
+        out_h, out_w = as_size(self.size)
+        choices = np.array([height + 2 * self.padding - out_h + 1, width + 2 * self.padding - out_w + 1])
+        if np.any(choices < 1):
             raise ValueError(
-                f"RandomCrop of {(height, width)} from a {image.shape[:2]} image padded by {self.padding}: "
+                f"RandomCrop of {(out_h, out_w)} from a {(height, width)} image padded by {self.padding}: "
                 "resize the image first"
             )
+        return np.minimum(np.floor(np.asarray(draws) * choices), choices - 1).astype(np.int64)
+
+    def apply_drawn(self, image, draws):
+        height, width = as_size(self.size)
+        top, left = self.origins(draws, *image.shape[:2])
         # Crop origin in the unpadded image's coordinates; copy only the overlap, never pad a copy.
-        y0 = int(rng.integers(0, padded_h - height + 1)) - self.padding
-        x0 = int(rng.integers(0, padded_w - width + 1)) - self.padding
+        y0, x0 = int(top) - self.padding, int(left) - self.padding
         out = np.full((height, width, image.shape[2]), self.fill, dtype=image.dtype)
         sy0, sy1 = max(y0, 0), min(y0 + height, image.shape[0])
         sx0, sx1 = max(x0, 0), min(x0 + width, image.shape[1])
         out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
         return out
 
+    def apply(self, image, rng):
+        return self.apply_drawn(image, rng.random(self.DRAWS))
+
 
 @dataclasses.dataclass(frozen=True)
 class RandomHorizontalFlip(RandomImageMap):
-    """Mirror left-right with probability `p` (a view; batching copies it)."""
+    """Mirror left-right with probability `p` (a view; batching copies it). Planned: one draw
+    in [0, 1), flipped when it is below `p`."""
 
     p: float = 0.5
+    DRAWS = 1
+
+    def flips(self, draws: np.ndarray) -> np.ndarray:
+        """Whether to flip, bool (...,), for draws (..., 1)."""
+        return np.asarray(draws)[..., 0] < self.p
+
+    def apply_drawn(self, image, draws):
+        return image[:, ::-1] if self.flips(draws) else image
 
     def apply(self, image, rng):
-        return image[:, ::-1] if rng.random() < self.p else image
+        return self.apply_drawn(image, rng.random(self.DRAWS))
 
 
 @dataclasses.dataclass(frozen=True)

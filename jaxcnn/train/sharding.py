@@ -33,7 +33,11 @@ def _replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Place a host batch on the mesh, split along its leading (batch) axis."""
+    """Place a host batch on the mesh, split along its leading (batch) axis. A batch of global
+    arrays already placed so (the device-resident loader's) passes through untouched."""
+    sharding = _data_sharding(mesh)
+    if all(isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim) for a in batch.values()):
+        return batch
     num_devices = mesh.shape["data"]
     for name, array in batch.items():
         if np.shape(array)[0] % num_devices:
@@ -42,7 +46,7 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
                 f"{num_devices} devices of the data mesh; use a batch size that is a multiple "
                 f"of {num_devices}"
             )
-    return jax.device_put(batch, _data_sharding(mesh))
+    return jax.device_put(batch, sharding)
 
 
 def replicate(tree, mesh: Mesh):
