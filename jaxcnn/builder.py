@@ -25,6 +25,7 @@ import jax
 
 from jaxcnn.config import ConfigError, check_int, from_dict, option, to_dict
 from jaxcnn.data.config import DataConfig
+from jaxcnn.distributed import DistributedConfig
 from jaxcnn.models.config import ModelConfig
 from jaxcnn.train.loop import LoopConfig
 from jaxcnn.train.metrics import WITHOUT_VALIDATION
@@ -52,6 +53,8 @@ class RunConfig:
     seed: int = option(42, "seed of the split, initialisation, shuffling and augmentation")
     out: str | None = option(None, "run folder (default: runs/<time>-<arch>-<data>)")
     progress: bool = option(True, "show a per-step progress bar", resume=True)
+    distributed: DistributedConfig = option(DistributedConfig(), "one run over several processes (hosts): "
+                                                                 "jax.distributed, see jaxcnn.distributed")
 
     def __post_init__(self):
         check_int("seed", self.seed)
@@ -118,12 +121,7 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
     from jaxcnn.train.finetune import Freeze
 
     mesh = make_mesh() if mesh is None else mesh
-    if config.data.batch_size % mesh.size:
-        raise ConfigError(
-            "data.batch_size",
-            f"{config.data.batch_size} is not divisible by the {mesh.size} devices; use a multiple of "
-            f"{mesh.size} (each device gets batch_size / {mesh.size} images)",
-        )
+    _check_batch_size(config.data.batch_size, mesh)
     model = config.model.build(num_classes)
     labels = _head_labels(model, input_shape) if config.finetune.splits_backbone else None
     optimizer = _optimizer(config, labels, steps_per_epoch=steps_per_epoch)
@@ -139,6 +137,16 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
     plateau = config.optim.plateau if config.optim.schedule == "plateau" else None
     return Training(mesh, model, optimizer, plateau, replicate(state, mesh), train_step, eval_step,
                     frozen_train_step, frozen_epochs)
+
+
+def _check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
+    """The global batch must split evenly over the mesh's devices (and so over the processes)."""
+    if batch_size % mesh.size:
+        raise ConfigError(
+            "data.batch_size",
+            f"{batch_size} is not divisible by the {mesh.size} devices; use a multiple of "
+            f"{mesh.size} (each device gets batch_size / {mesh.size} images)",
+        )
 
 
 def _head_labels(model, input_shape: tuple[int, int, int]) -> dict:
@@ -215,6 +223,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     `finetune.pretrained` (a resumed run restores its checkpoint instead).
     """
     from jaxcnn.data import Loader, load_data
+    from jaxcnn.train import make_mesh
 
     config.require_complete()
     data = load_data(
@@ -223,6 +232,8 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
         label_mode=config.data.label_mode, cache=config.data.cache,
     )
     config = _watch_training_metrics(config) if len(data.val) == 0 else config
+    mesh = make_mesh() if mesh is None else mesh
+    _check_batch_size(config.data.batch_size, mesh)  # before the loaders split it over the processes
     image_size = config.data.image_size or data.default_image_size
     cleanup = contextlib.ExitStack()
 
@@ -232,6 +243,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
             mean=data.mean, std=data.std, augment=config.data.augment or data.default_augment,
             hflip=data.default_hflip if config.data.hflip is None else config.data.hflip,
             seed=config.seed, workers=config.data.workers, channels=data.channels,
+            process_index=jax.process_index(), process_count=jax.process_count(),
         ))
 
     try:
