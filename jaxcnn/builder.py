@@ -220,11 +220,15 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     Without a validation set (`data.val_split=0` on a dataset without its own), the best
     checkpoint, the plateau schedule and early stopping watch the training loss; the returned
     `config` says so and it is logged once. `pretrained=False`: do not read the weights of
-    `finetune.pretrained` (a resumed run restores its checkpoint instead).
+    `finetune.pretrained` (a resumed run restores its checkpoint instead). In a multi-process run
+    (`config.distributed`, started here unless it is already) the loaders read this process's
+    slot of every batch: feed them through `jaxcnn.train.shard_batch` / `prefetch_to_mesh`.
     """
     from jaxcnn.data import Loader, load_data
+    from jaxcnn.distributed import initialize
     from jaxcnn.train import make_mesh
 
+    initialize(config.distributed)  # when it asks for several processes and they are not started yet
     config.require_complete()
     data = load_data(
         config.data.name, config.data.dir, val_split=config.data.val_split, split_seed=config.seed,
