@@ -22,9 +22,11 @@ import pathlib
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from jaxcnn.config import AUTO, ConfigError, check_int, from_dict, option, reraise_as, to_dict
 from jaxcnn.data.config import DataConfig
+from jaxcnn.distributed import DistributedConfig
 from jaxcnn.models.config import ModelConfig
 from jaxcnn.train.loop import LoopConfig
 from jaxcnn.train.metrics import WITHOUT_VALIDATION
@@ -52,6 +54,8 @@ class RunConfig:
     seed: int = option(42, "seed of the split, initialisation, shuffling and augmentation")
     out: str | None = option(None, "run folder (default: runs/<time>-<arch>-<data>)")
     progress: bool = option(True, "show a per-step progress bar", resume=True)
+    distributed: DistributedConfig = option(DistributedConfig(), "one run over several processes (hosts): "
+                                                                 "jax.distributed, see jaxcnn.distributed")
 
     def __post_init__(self):
         check_int("seed", self.seed)
@@ -123,12 +127,7 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
     if config.data.batch_size == AUTO:
         raise ConfigError("data.batch_size", "auto is resolved from the data by jaxcnn.build (or resolve_batch_size); "
                                              "build_training needs a number")
-    if config.data.batch_size % mesh.size:
-        raise ConfigError(
-            "data.batch_size",
-            f"{config.data.batch_size} is not divisible by the {mesh.size} devices; use a multiple of "
-            f"{mesh.size} (each device gets batch_size / {mesh.size} images)",
-        )
+    _check_batch_size(config.data.batch_size, mesh)
     model = config.model.build(num_classes)
     labels = _head_labels(model, input_shape) if config.finetune.splits_backbone else None
     optimizer = _optimizer(config, labels, steps_per_epoch=steps_per_epoch)
@@ -170,6 +169,16 @@ def resolve_batch_size(config: RunConfig, *, num_classes: int, input_shape: tupl
                                  max_examples=max_examples, budget=budget, cap=cap)
     data = dataclasses.replace(config.data, batch_size=choice.global_batch)
     return dataclasses.replace(config, data=data), choice
+
+
+def _check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
+    """The global batch must split evenly over the mesh's devices (and so over the processes)."""
+    if batch_size % mesh.size:
+        raise ConfigError(
+            "data.batch_size",
+            f"{batch_size} is not divisible by the {mesh.size} devices; use a multiple of "
+            f"{mesh.size} (each device gets batch_size / {mesh.size} images)",
+        )
 
 
 def _head_labels(model, input_shape: tuple[int, int, int]) -> dict:
@@ -243,12 +252,16 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     Without a validation set (`data.val_split=0` on a dataset without its own), the best
     checkpoint, the plateau schedule and early stopping watch the training loss; the returned
     `config` says so and it is logged once. `pretrained=False`: do not read the weights of
-    `finetune.pretrained` (a resumed run restores its checkpoint instead).
+    `finetune.pretrained` (a resumed run restores its checkpoint instead). In a multi-process run
+    (`config.distributed`, started here unless it is already) the loaders read this process's
+    slot of every batch: feed them through `jaxcnn.train.shard_batch` / `prefetch_to_mesh`.
     """
     from jaxcnn.data import Loader, load_data
     from jaxcnn.data.device import DeviceLoader, DeviceStore, choose_pipeline, resident_bytes
+    from jaxcnn.distributed import initialize
     from jaxcnn.train import InputNormalization, make_mesh
 
+    initialize(config.distributed)  # when it asks for several processes and they are not started yet
     config.require_complete()
     mesh = make_mesh() if mesh is None else mesh
     data = load_data(
@@ -265,6 +278,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     log.info(f"Input pipeline: {pipeline} ({why}).")
     config = _resolve_auto(config, data, (image_size, image_size, data.channels), mesh,
                            resident_bytes=resident_bytes(splits) if pipeline == "device" else 0)
+    _check_batch_size(config.data.batch_size, mesh)  # before the loaders split it over the processes
     cleanup = contextlib.ExitStack()
     store = DeviceStore(mesh) if pipeline == "device" else None
 
@@ -274,7 +288,8 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
         if store is not None:
             return cleanup.enter_context(DeviceLoader(source, store=store, **common))
         return cleanup.enter_context(Loader(source, workers=config.data.workers, prefetch=config.data.prefetch,
-                                                  **common))
+                                            process_index=jax.process_index(),
+                                            process_count=jax.process_count(), **common))
 
     try:
         train_loader = loader(data.train, True)
@@ -309,6 +324,11 @@ def _resolve_auto(config: RunConfig, data, input_shape: tuple[int, int, int], me
         config, choice = resolve_batch_size(config, num_classes=data.num_classes, input_shape=input_shape,
                                             mesh=mesh, max_examples=len(data.train), budget=budget)
         log.info(choice.message())
+        if jax.process_count() > 1:  # hosts may see different free memory: every process takes process 0's
+            from jax.experimental import multihost_utils
+
+            agreed = int(multihost_utils.broadcast_one_to_all(np.int32(config.data.batch_size)))
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, batch_size=agreed))
     return config
 
 

@@ -1,7 +1,10 @@
 """A whole training run from one `RunConfig` (`jaxcnn.run`): the recipe behind `jaxcnn train`, top to bottom.
 
-run folder -> `build` (data, loaders, model, optimizer, sharded state, steps) -> resume -> `fit`
--> best and last checkpoints tested -> `results.json`.
+jax.distributed (several processes) -> run folder -> `build` (data, loaders, model, optimizer,
+sharded state, steps) -> resume -> `fit` -> best and last checkpoints tested -> `results.json`.
+
+In a multi-process run (`jaxcnn.distributed`) every process runs all of it on its slot of each
+batch; the run folder's files and the console are process 0's.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import orbax.checkpoint as ocp
 
 from jaxcnn.builder import RunConfig, build, load_pretrained_weights, pretrained_file
 from jaxcnn.config import ConfigError
+from jaxcnn.distributed import DistributedConfig, console_of_primary, initialize, is_primary, on_primary
 from jaxcnn.inference.inputs import InputSpec
-from jaxcnn.report.run_log import RunLogger, log_to_file, write_json
+from jaxcnn.report.run_log import OtherProcessLogger, RunLogger, log_to_file, write_json
 from jaxcnn.run_folder import claim_run_folder, read_run_config
 from jaxcnn.termination import resume_hint
 from jaxcnn.train import Checkpointer, LoopState, NonFiniteLossError, evaluate, fit, replicate
@@ -44,6 +48,7 @@ def environment() -> dict:
         "orbax-checkpoint": orbax.checkpoint.__version__,
         "grain": getattr(grain, "__version__", "unknown"),
         "python": platform.python_version(),
+        "processes": jax.process_count(),
         "devices": [str(d) for d in jax.devices()],
     }
 
@@ -66,23 +71,41 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
     another run (unless `overwrite`, which moves its contents aside), checked for writing.
     Ctrl-C / SIGTERM (`jaxcnn.termination`) finish the save in flight, test what was saved, log
     the command that continues the run, and propagate.
+
+    `config.distributed` starts `jax.distributed` first when it asks for several processes
+    (`jaxcnn.distributed.initialize`; nothing may use JAX's devices before). Then process 0
+    claims the folder and every process learns its path, or process 0's refusal.
     """
+    initialize(config.distributed)
     if config.finetune.pretrained and not resume:
         pretrained_file(config)  # a missing weights file is reported before anything is written
-    folder = claim_run_folder(config.require_complete().run_dir(), resume=resume, overwrite=overwrite)
-    with folder:
-        if folder.moved_aside:
-            log.info(f"Moved the old contents of {folder.path} to {folder.moved_aside}")
+    config.require_complete()
+    with contextlib.ExitStack() as claimed, console_of_primary():
+        def claim() -> str:
+            folder = claimed.enter_context(claim_run_folder(config.run_dir(), resume=resume, overwrite=overwrite))
+            if folder.moved_aside:
+                log.info(f"Moved the old contents of {folder.path} to {folder.moved_aside}")
+            return str(folder.path)
+
+        path = pathlib.Path(on_primary(claim))
         try:
-            return _run(dataclasses.replace(config, out=str(folder.path)), folder.path, resume)
+            return _run(dataclasses.replace(config, out=str(path)), path, resume)
         except KeyboardInterrupt:
-            log.info(resume_hint(folder.path, program="jaxcnn train"))
+            log.info(resume_hint(path, program="jaxcnn train"))
             raise
 
 
+def recorded_config(config: RunConfig) -> dict:
+    """The config as config.json records it: without the launch (`distributed`: defaults), which
+    belongs to one start of the run, not to the run; a resume or `--config` names its own."""
+    return dataclasses.replace(config, distributed=DistributedConfig()).to_dict()
+
+
 def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
+    primary = is_primary()
     with contextlib.ExitStack() as cleanup:
-        cleanup.enter_context(log_to_file(run_dir / "train.log"))
+        if primary:
+            cleanup.enter_context(log_to_file(run_dir / "train.log"))
         run = cleanup.enter_context(build(config, pretrained=False))  # the weights are read below
         config, data, training = run.config, run.data, run.training
         best_metric = config.loop.best_metric
@@ -92,8 +115,10 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
         state, loop, problems = _starting_point(run, checkpointer, resume)
 
         inputs = InputSpec.from_data(data, config).to_dict()  # what `load_run` needs to preprocess
-        write_json(run_dir / "config.json", {"config": config.to_dict(), "inputs": inputs, "environment": environment()})
-        logger = RunLogger(run_dir, loop.history)
+        if primary:
+            write_json(run_dir / "config.json",
+                       {"config": recorded_config(config), "inputs": inputs, "environment": environment()})
+        logger = RunLogger(run_dir, loop.history) if primary else OtherProcessLogger(jax.process_index())
         cleanup.callback(logger.close)
         for problem in problems:
             logger.message(problem)
@@ -114,7 +139,7 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
                 state, train_loader=run.train_loader, val_loader=run.val_loader, train_step=training.train_step,
                 eval_step=training.eval_step, mesh=mesh, epochs=config.loop.epochs, loop=loop,
                 best_metric=best_metric, plateau=training.plateau, checkpointer=checkpointer, logger=logger,
-                progress=config.progress, frozen_train_step=training.frozen_train_step,
+                progress=config.progress and primary, frozen_train_step=training.frozen_train_step,
                 frozen_epochs=training.frozen_epochs, prefetch=config.data.prefetch,
             )
         except (NonFiniteLossError, KeyboardInterrupt) as error:
@@ -125,8 +150,9 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
         results, split = _test_checkpoints(run, checkpointer, abstract_state, logger)
         results.update(epochs_completed=loop.epoch, stop_reason=loop.stop_reason or "completed",
                        skipped_files=len(skipped))
-        logger.finish(results, data.class_names, split, config.to_dict(), checkpointer.best_epoch)
-        write_json(run_dir / "results.json", results)
+        if primary:
+            logger.finish(results, data.class_names, split, recorded_config(config), checkpointer.best_epoch)
+            write_json(run_dir / "results.json", results)
     if failure:
         raise failure
     return results

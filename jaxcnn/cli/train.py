@@ -3,7 +3,12 @@
 Options come from defaults, then a `--recipe NAME` shipped with jaxcnn, then a `--config FILE`
 (JSON or YAML; a run's `config.json` works), then the flags given; every flag is an option of `jaxcnn.RunConfig`. `--resume RUN` continues a
 run with its recorded config and accepts only the options marked resumable (`--epochs`,
-`--workers`, `--prefetch`, `--progress`).
+`--workers`, `--prefetch`, `--input-pipeline`, `--progress`, and how the processes meet:
+`--distributed --coordinator --num-processes --process-id`).
+
+Several processes (hosts) run one training run when each runs the same command with
+`--coordinator HOST:PORT --num-processes N --process-id I` (or under `srun` / `mpirun`):
+`jax.distributed` starts before anything else touches JAX (`jaxcnn.distributed`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, list]:
                         help="start a new run in a non-empty --out, moving its old contents to <out>.old-<time>/")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue a run from its last checkpoint with its recorded config; only "
-                             "--epochs (to extend it), --workers and --progress may be given with it")
+                             "--epochs (to extend it), --workers, --progress and the multi-process flags "
+                             "may be given with it")
     table = add_flags(parser, RunConfig, dict(flatten(default_values())))
     return parser, table
 
@@ -104,7 +110,10 @@ def run(args: argparse.Namespace, table: list) -> int:
             print_config(config)
             return 0
         from jaxcnn.cli.logs import console_logging
+        from jaxcnn.distributed import initialize
         from jaxcnn.experiment import run as run_training
+
+        initialize(config.distributed)  # first: jax.distributed must start before JAX uses a device
 
         with console_logging():
             run_training(config, resume=args.resume is not None, overwrite=args.overwrite)

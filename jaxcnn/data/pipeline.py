@@ -7,19 +7,20 @@
 
 The pipeline is one Grain `MapDataset` of *batches* over all epochs:
 
-    source -> seed -> shuffle (train) -> per-image transforms -> batch (+ erase boxes) -> repeat
+    source (+ None padding, eval) -> seed -> shuffle (train) -> per-image transforms
+        -> batch (+ erase boxes) -> repeat -> this process's slot of every global batch
 
 Images stay uint8 all the way to the device (a quarter of float32's bytes, no float math on the
 host); the jitted steps normalize them with `loader.normalize`'s statistics and zero the boxes a
 recipe ending in `erase` drew, which ride in the batch as `"erase": int32 (B, 4)`
 (`jaxcnn.train.inputs.prepare_inputs`).
 
-Batch `g` holds positions `[i * B, (i + 1) * B)` of epoch `e = g // len(loader)`. The epoch's
-order and the crop / flip parameters come from the epoch plan (`jaxcnn.data.plan`, shared with
-the device-resident `DeviceLoader`), the other random transforms from the generator Grain seeds
-from (seed, the element's position in all epochs). So a batch is a pure function of (seed,
-epoch, index): the same for any worker count (workers
-build whole batches and Grain interleaves them back in order), and a resumed run
+Batch `g` holds positions `[i * B, (i + 1) * B)` of epoch `e = g // len(loader)`, `i = g % len(loader)`.
+The epoch's order and the crop / flip parameters come from the epoch plan (`jaxcnn.data.plan`,
+shared with the device-resident `DeviceLoader`), the other random transforms from the generator
+Grain seeds from (seed, the element's position in all epochs). So a batch is a pure function of
+(seed, epoch, index): the same for any worker count (workers build whole batches and Grain
+interleaves them back in order), and a resumed run
 sees exactly the data it would have seen. Worker processes persist from one epoch to the next
 while epochs are read in order.
 
@@ -28,6 +29,14 @@ exact and every batch `batch_size` long: a record the source returns as None (a 
 unreadable when read) takes its slot as padding with mask 0, like the padding of the last eval
 batch, so it is trained on and counted nowhere. Train drops the last partial batch (a different
 remainder every epoch); eval keeps it, padded, so every example is counted exactly once.
+
+In a run of P processes (`process_count`), `B` is the global batch and process p reads only its
+slot of each: positions `[i * B + p * B/P, i * B + (p + 1) * B/P)`, which the trainer assembles
+into the global batch (`jaxcnn.train.sharding.shard_batch`). The records are batched by B/P and
+process p takes local batch `i * P + p` of each epoch; eval sources are first padded with None
+records to a whole number of global batches, so every process has full local batches (the
+padding is masked out like the rest). The union of the P processes' batches is exactly the
+1-process batch: the records, their shuffle and their augmentation do not depend on P.
 """
 
 from __future__ import annotations
@@ -100,13 +109,41 @@ class _Collate:
         return batch
 
 
+class _ProcessSlots(grain.MapDataset):
+    """Local batch `index` of one process: its slot of global batch `index` (see the module
+    docstring). Grain's own sharding (`ShardOptions`, slicing) gives a process a contiguous or
+    strided range of *records*; a slot of every global batch is a per-epoch index mapping that
+    Grain has no transformation for, so this small one does it."""
+
+    def __init__(self, parent: grain.MapDataset, *, batches_per_epoch: int, local_per_epoch: int,
+                 process_index: int, process_count: int):
+        super().__init__(parent)
+        self._batches_per_epoch = batches_per_epoch
+        self._local_per_epoch = local_per_epoch  # local batches of B/P in one epoch of the parent
+        self._process_index = process_index
+        self._process_count = process_count
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._local_per_epoch * self._batches_per_epoch
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        epoch, position = divmod(index, self._batches_per_epoch)
+        return self._parent[epoch * self._local_per_epoch + position * self._process_count + self._process_index]
+
+    def __str__(self) -> str:
+        return f"ProcessSlots(process {self._process_index} of {self._process_count})"
+
+
 class Loader:
     """Batches of a source for training (shuffled, augmented, drop remainder) or evaluation (in
     order, padded and masked), deterministic given (seed, epoch); see the module docstring.
 
     Args:
       source: a grain random-access source of {"image": uint8 (H, W, C), "label": int} or None.
-      batch_size: examples per batch (global; the trainer shards it over devices).
+      batch_size: examples per global batch (the trainer shards it over devices); this process
+        reads `batch_size / process_count` of them (`local_batch_size`).
       train: shuffle + augment + drop the last partial batch, or evaluate every example once.
       image_size: S or (h, w) of the output images.
       mean, std: per-channel statistics on the 0..1 scale (1 value, or 3 for RGB into gray), kept
@@ -118,6 +155,8 @@ class Loader:
       prefetch: batches prepared ahead: reader threads in this process when workers == 0, the
         buffer of each worker otherwise; 0 reads synchronously.
       channels: output channels (1 or 3); default the source's.
+      process_index, process_count: this process and how many read the global batches
+        (`jax.process_index()`, `jax.process_count()` in a multi-process run).
     """
 
     def __init__(
@@ -135,6 +174,8 @@ class Loader:
         workers: int = 0,
         prefetch: int = 2,
         channels: int | None = None,
+        process_index: int = 0,
+        process_count: int = 1,
     ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -142,8 +183,14 @@ class Loader:
             raise ValueError(f"workers and prefetch must be >= 0, got {workers} and {prefetch}")
         if len(source) == 0:
             raise ValueError("the source is empty: there is nothing to load")
+        if not 0 <= process_index < process_count or batch_size % process_count:
+            raise ValueError(
+                f"process {process_index} of {process_count}: batch_size ({batch_size}) must be divisible by "
+                f"the process count, and the process index in [0, {process_count})"
+            )
         self.source = source
         self.batch_size = batch_size
+        self.local_batch_size = batch_size // process_count
         self.train = train
         self.workers = workers
         self.prefetch = prefetch
@@ -162,7 +209,11 @@ class Loader:
         # The statistics per output channel: the steps normalize with them (`InputNormalization.of`).
         self.normalize = Normalize(_channel_stats(mean, channels, "mean"), _channel_stats(std, channels, "std"))
 
-        ds = grain.MapDataset.source(source).seed(seed)
+        ds = grain.MapDataset.source(source)
+        if not train:  # None records (masked padding) up to a whole number of global batches
+            padding = self._num_batches * batch_size - len(source)
+            ds = grain.MapDataset.concatenate([ds, grain.MapDataset.source([None] * padding)]) if padding else ds
+        ds = ds.seed(seed)
         if train:
             ds = EpochShuffle(ds, seed)
         for stream, transform in enumerate(transforms, start=1):
@@ -172,8 +223,11 @@ class Loader:
                 ds = ds.random_map(transform)
             else:
                 ds = ds.map(transform)
-        collate = _Collate(batch_size, self.image_shape, any(isinstance(t, RandomErasing) for t in transforms))
-        self._batches = ds.batch(batch_size, drop_remainder=train, batch_fn=collate).repeat()
+        erase = any(isinstance(t, RandomErasing) for t in transforms)
+        collate = _Collate(self.local_batch_size, self.image_shape, erase)
+        local = ds.batch(self.local_batch_size, drop_remainder=train, batch_fn=collate)
+        self._batches = _ProcessSlots(local.repeat(), batches_per_epoch=self._num_batches, local_per_epoch=len(local),
+                                      process_index=process_index, process_count=process_count)
         self._iterator = None
         self._next_batch = None
         if workers:
@@ -189,7 +243,8 @@ class Loader:
         return len(self.source)
 
     def epoch(self, epoch: int) -> Iterator[dict]:
-        """The `len(self)` batches of epoch `epoch` (0, 1, ...), as host numpy dicts."""
+        """The `len(self)` batches of epoch `epoch` (0, 1, ...), as host numpy dicts (this
+        process's `local_batch_size` rows of each global batch)."""
         if not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
         first = int(epoch) * self._num_batches
@@ -228,6 +283,8 @@ class Loader:
     def __repr__(self) -> str:
         kind = "train" if self.train else "eval"
         return (
-            f"Loader({kind}, {self.num_examples} examples, {len(self)} batches of {self.batch_size}, "
+            f"Loader({kind}, {self.num_examples} examples, {len(self)} batches of {self.batch_size}"
+            + (f" ({self.local_batch_size} in this process)" if self.local_batch_size != self.batch_size else "")
+            + ", "
             f"image {self.image_shape}, workers={self.workers})"
         )

@@ -145,3 +145,31 @@ class RunLogger:
         self._tensorboard.close()
         if self.history:
             plot_history(self.history, self.run_dir / "curves.png", best_epoch=self.best_epoch)
+
+
+class OtherProcessLogger:
+    """`RunLogger`'s stand-in in processes other than 0 of a multi-process run: process 0 writes
+    the run folder, so here epochs and messages only go to the "jaxcnn" logger (which shows
+    warnings and up in these processes). Files this process found unreadable are warned about:
+    process 0's `skipped_files.txt` lists only its own."""
+
+    def __init__(self, process_index: int):
+        self.process_index = process_index
+        self._logger = logging.getLogger("jaxcnn")
+        self._skipped_reported = 0
+
+    def epoch_end(self, row: dict, total_epochs: int) -> None:
+        self.message(format_epoch(row, total_epochs))
+
+    def message(self, text: str) -> None:
+        self._logger.info(text)
+
+    def skipped_files(self, skipped: list[tuple[str, str]]) -> None:
+        if len(skipped) > self._skipped_reported:
+            file, reason = skipped[-1]
+            self._logger.warning(f"Process {self.process_index}: skipped {len(skipped)} unreadable file(s), "
+                                 f"the last {os.fsdecode(file)!r} ({reason})")
+            self._skipped_reported = len(skipped)
+
+    def close(self) -> None:
+        """Nothing to flush: this process wrote no files."""

@@ -9,6 +9,11 @@ Every save is confirmed: one that orbax declines, or that fails while it is writ
 I/O error), raises `CheckpointError` naming the path and what was saved before, and its
 temporary folder is removed. A checkpoint that cannot be read raises `UnreadableCheckpointError`;
 `restore_newest_readable` falls back to the next older one.
+
+In a multi-process run every process calls the same methods in the same order: Orbax writes
+each process's part and process 0 finalizes (`ocp.CheckpointManager`'s multi-process support);
+the folder work jaxcnn adds (removing a failed save's temporary folder, moving an unreadable
+checkpoint aside) is process 0's too. The directory must be on a file system all processes share.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import traceback
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
 from jaxcnn.train.state import TrainState
@@ -193,8 +199,9 @@ class Checkpointer:
         self._failed = True
         _drain(self._manager)
         gc.collect()  # asyncio reports unretrieved write errors when their futures are collected
-        for tmp in pathlib.Path(self.directory).glob(TMP_PATTERN):
-            shutil.rmtree(tmp, ignore_errors=True)
+        if jax.process_index() == 0:
+            for tmp in pathlib.Path(self.directory).glob(TMP_PATTERN):
+                shutil.rmtree(tmp, ignore_errors=True)
         self._manager.reload()  # forget the failed step
         latest, best = self.latest_epoch, self.best_epoch
         if latest is None:
@@ -253,7 +260,8 @@ class Checkpointer:
                 unreadable[epoch] = str(error)
                 continue
             if set_aside and unreadable:
-                unreadable = {bad: f"{line}; moved to {self._set_aside(bad)}" for bad, line in unreadable.items()}
+                unreadable = {bad: f"{line}; {self._set_aside(bad)}" for bad, line in unreadable.items()}
+                multihost_utils.sync_global_devices("jaxcnn: unreadable checkpoints set aside")
                 self._manager.reload()
             return Restored(epoch, state, meta, tuple(unreadable.values()))
         if not unreadable:
@@ -263,14 +271,17 @@ class Checkpointer:
             + "; ".join(unreadable.values())
         )
 
-    def _set_aside(self, epoch: int) -> pathlib.Path:
+    def _set_aside(self, epoch: int) -> str:
+        """Move checkpoint `epoch` to `<directory>.unreadable/` (process 0 does); where it went."""
+        if jax.process_index() != 0:
+            return "moved aside by process 0"
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         target = pathlib.Path(f"{self.directory}.unreadable") / str(epoch)
         if target.exists():
             target = target.with_name(f"{epoch}-{stamp}")
         target.parent.mkdir(parents=True, exist_ok=True)
         self.path(epoch).rename(target)
-        return target
+        return f"moved to {target}"
 
     @property
     def latest_epoch(self) -> int | None:

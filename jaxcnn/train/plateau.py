@@ -154,6 +154,9 @@ def step_plateau(opt_state, metric: float, config: PlateauConfig) -> tuple[optax
 
 
 def _like(old: jax.Array, value) -> jax.Array:
-    """`value` with `old`'s dtype, on `old`'s devices and sharding (so jit sees no change)."""
+    """`value` with `old`'s dtype, on `old`'s devices and sharding (so jit sees no change).
+    Not `jax.device_put`: in a multi-process run the sharding spans other processes' devices."""
     new = jnp.asarray(value, dtype=old.dtype)
-    return jax.device_put(new, old.sharding) if isinstance(old, jax.Array) else new
+    if not isinstance(old, jax.Array):
+        return new
+    return jax.make_array_from_callback(new.shape, old.sharding, lambda index: new[index])

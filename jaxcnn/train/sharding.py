@@ -9,6 +9,7 @@ import functools
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -19,7 +20,11 @@ from jaxcnn.train.steps import eval_step, train_step
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh with axis "data" over `devices` (default: all visible devices)."""
+    """A 1-D mesh with axis "data" over `devices` (default: every device of every process).
+
+    `jax.devices()` lists the devices process by process, so in a multi-process run process p's
+    devices hold rows `[p * B/P, (p + 1) * B/P)` of a global batch of B: the slot its `Loader` reads.
+    """
     devices = jax.devices() if devices is None else list(devices)
     return Mesh(np.asarray(devices), ("data",))
 
@@ -33,25 +38,50 @@ def _replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Place a host batch on the mesh, split along its leading (batch) axis. A batch of global
-    arrays already placed so (the device-resident loader's) passes through untouched."""
+    """This process's rows of a batch -> the global batch on the mesh, split along its leading axis.
+
+    A host batch holds this process's slot of the global batch (all of it in a 1-process run):
+    `jax.make_array_from_process_local_data` places it on this process's devices, whose rows of
+    the global batch are this process's slot as `make_mesh` orders devices. Leaves that already
+    are `jax.Array`s (a device-resident input path builds global batches itself) pass through
+    untouched.
+    """
     sharding = _data_sharding(mesh)
-    if all(isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim) for a in batch.values()):
-        return batch
-    num_devices = mesh.shape["data"]
-    for name, array in batch.items():
-        if np.shape(array)[0] % num_devices:
+    local_devices = len(mesh.local_devices)
+
+    def place(name: str, array):
+        if isinstance(array, jax.Array):
+            return array
+        rows = np.shape(array)[0]
+        if rows % local_devices:
             raise ValueError(
-                f"batch size {np.shape(array)[0]} (batch[{name!r}]) is not divisible by the "
-                f"{num_devices} devices of the data mesh; use a batch size that is a multiple "
-                f"of {num_devices}"
+                f"batch size {rows} (batch[{name!r}]) is not divisible by the {local_devices} devices of "
+                f"this process on the data mesh; use a batch size that is a multiple of {mesh.size} "
+                f"(the mesh's devices)"
             )
-    return jax.device_put(batch, sharding)
+        global_shape = (rows * (mesh.size // local_devices), *np.shape(array)[1:])
+        return jax.make_array_from_process_local_data(sharding, array, global_shape)
+
+    return {name: place(name, array) for name, array in batch.items()}
 
 
 def replicate(tree, mesh: Mesh):
-    """Place a full copy of `tree` on every device of the mesh."""
-    return jax.device_put(tree, _replicated(mesh))
+    """Place a full copy of `tree` on every device of the mesh, of every process.
+
+    Each process gives the same values (every process builds the state from the same seed, or
+    reads the same weights). `jax.device_put` only reaches this process's devices, so each leaf
+    is assembled from per-device copies with `jax.make_array_from_callback`, which works for 1
+    and N processes alike. Leaves already replicated on the mesh pass through.
+    """
+    sharding = _replicated(mesh)
+
+    def place(leaf):
+        leaf = leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
+        if leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return leaf
+        return jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
+
+    return jax.tree.map(place, tree)
 
 
 def compile_steps(
