@@ -58,7 +58,7 @@ class RunConfig:
                                                                  "jax.distributed, see jaxcnn.distributed")
 
     def __post_init__(self):
-        check_int("seed", self.seed)
+        check_int("seed", self.seed, minimum=0)
         if self.optim.plateau.metric.endswith("_ema") and self.loop.ema_decay is None:
             raise ConfigError("optim.plateau.metric", f"{self.optim.plateau.metric} needs an EMA (loop.ema_decay)")
         if self.optim.warmup_epochs >= self.loop.epochs:

@@ -93,6 +93,7 @@ def test_flags_override_the_file_and_print_config_is_a_valid_config(tmp_path, ca
         (["--warmup-epochs", "60"], "--warmup-epochs"),
         (["--batch-size", "big"], "--batch-size"),
         (["--workers", "-2"], "--workers"),
+        (["--seed", "-1"], "--seed"),
     ],
 )
 def test_an_invalid_value_is_one_line_naming_the_flag(tmp_path, capsys, argv, flag):
