@@ -19,6 +19,8 @@ from jaxcnn.train import (
     eval_step,
     make_mesh,
     make_optimizer,
+    replicate,
+    shard_batch,
     train_step,
 )
 from train_helpers import INPUT_SHAPE, NUM_CLASSES, TinyCNN, make_batch, tiny_state
@@ -161,6 +163,19 @@ def test_compile_steps_donates_the_state(sgd_state):
     new_state, _ = train(state, make_batch(4))
     assert state.params["Dense_0"]["kernel"].is_deleted()
     assert not new_state.params["Dense_0"]["kernel"].is_deleted()
+
+
+def test_each_step_compiles_once_from_a_fresh_state(sgd_state):
+    """`replicate` commits a fresh state to the mesh as the steps return it: the first call and
+    the later ones share one signature, so neither step is compiled twice."""
+    mesh = make_mesh()
+    train, evaluate = compile_steps(mesh)
+    state = replicate(jax.tree.map(jnp.copy, sgd_state), mesh)
+    batch = shard_batch(make_batch(4), mesh)
+    for _ in range(3):
+        state, _ = train(state, batch)
+        evaluate(state, batch)
+    assert (train._cache_size(), evaluate._cache_size()) == (1, 1)
 
 
 def test_input_shape_must_be_hwc():

@@ -72,13 +72,19 @@ def replicate(tree, mesh: Mesh):
     reads the same weights). `jax.device_put` only reaches this process's devices, so each leaf
     is assembled from per-device copies with `jax.make_array_from_callback`, which works for 1
     and N processes alike. Leaves already replicated on the mesh pass through.
+
+    Every leaf comes out committed to the mesh's replicated sharding, as the jitted steps return
+    their state: an equivalent but uncommitted leaf (a fresh state on 1 device) would give the
+    steps' first call another signature than the later ones, and compile each step twice.
     """
     sharding = _replicated(mesh)
 
     def place(leaf):
         leaf = leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
-        if leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+        if leaf.sharding == sharding and leaf.committed:
             return leaf
+        if leaf.is_fully_addressable and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return jax.device_put(leaf, sharding)  # the same devices: nothing moves between them
         return jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
 
     return jax.tree.map(place, tree)
