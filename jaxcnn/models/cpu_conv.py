@@ -2,13 +2,14 @@
 
 Every model's convolution goes through `conv_general_dilated` (passed to `nn.Conv` by
 `layers.torch_conv`). On GPU and TPU it is `lax.conv_general_dilated` itself; on CPU it computes
-the small-map convolutions as one matmul and splits large batches into static slices (see its
-docstring and benchmarks/README.md for the measurements). `conv_settings` and the
+the small-map convolutions as one matmul and the kernel gradient of large batches in static slices
+of the batch (see its docstring and benchmarks/README.md for the measurements). `conv_settings` and the
 `JAXCNN_CONV_*` environment variables override the choice.
 """
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import pathlib
@@ -22,9 +23,10 @@ import jax.numpy as jnp
 class ConvSettings:
     """How `conv_general_dilated` computes on XLA:CPU (other platforms always get one call).
 
-    batch_chunk: "auto" (slices sized by `cpu_batch_chunk`), 0 (never slice) or N (slices of at
-    most N images, as many as divide the batch evenly). small_map: compute maps smaller than the kernel as one matmul. Read when a step is
-    traced, so set them before the step is built and compiled.
+    batch_chunk: the kernel gradient's batch slices: "auto" (sized by `cpu_batch_chunk`), 0 (one
+    call) or N (slices of at most N images, as many as divide the batch evenly). small_map:
+    compute maps smaller than the kernel as one matmul. Read when a step is traced, so set them
+    before the step is built and compiled.
     """
 
     batch_chunk: int | str = "auto"
@@ -87,34 +89,37 @@ def _l2_cache_bytes(default: int = 1 << 20) -> int:
 L2_CACHE_BYTES = _l2_cache_bytes()
 
 
-def cpu_batch_chunk(lhs_shape, out_shape, itemsize: int = 4, kernel_pixels: int = 9) -> int | None:
-    """Images per slice for an XLA:CPU convolution of NHWC `lhs_shape` into `out_shape` (H, W, C),
-    or None for one call.
+def cpu_batch_chunk(lhs_shape, out_shape, kernel_shape, itemsize: int = 4) -> int | None:
+    """Images per slice of an XLA:CPU convolution's kernel gradient, or None for one call.
 
-    Fit to `python benchmarks/conv_chunk.py` (3x3 convs, fwd + input grad + weight grad, ms, A/B
-    medians on a 2-core AVX-512 EPYC with 1 MiB L2; full grid in benchmarks/README.md):
+    `lhs_shape` is the NHWC input, `out_shape` the output's (H, W, C), `kernel_shape` HWIO. Fit to
+    `python benchmarks/conv_chunk.py` (weight gradient only, ms, one call / slices of 8 / the best
+    slice, A/B medians on a quiet 2-core AVX-512 EPYC; full grid in benchmarks/README.md):
 
-    | B x map x C in/out | one call | slices (best)  | rule's slice |
-    |---|---|---|---|
-    | 128 x 32x32 x 16   | 49.1     | 45.0 (64)      | one call     |
-    | 128 x 16x16 x 32   | 53.5     | 31.7 (32)      | 16: 33.4     |
-    | 128 x 8x8 x 64     | 46.3     | 24.1 (32)      | 32: 24.1     |
-    | 32 x 8x8 x 64      | 7.0      | 5.6 (16)       | 16: 5.6      |
-    | 32 x 32x32 x 16    | 8.2      | 10.4 (8)       | one call     |
-    | 128 x 4x4 x 512    | 782      | 740 (64)       | one call     |
+    | B x map x C in/out | one call | slices of 8 | best slice   | rule's slice |
+    |---|---|---|---|---|
+    | 128 x 32x32 x 16   | 10.4     | 7.5         | 8: 7.5       | 8            |
+    | 128 x 16x16 x 32   | 9.8      | 6.9         | 4: 6.2       | 8            |
+    | 128 x 16x16 x 128  | 108.5    | 61.3        | 8: 61.3      | 8            |
+    | 128 x 8x8 x 256    | 88.3     | 62.6        | 16: 53.5     | 16           |
+    | 128 x 4x4 x 512    | 58.9     | 118         | 64: 53.1     | one call     |
+    | 32 x 4x4 x 512     | 13.6     | 40.0        | one call     | one call     |
 
-    Rule: slice only output maps of at most 16x16 whose kernel fits in L2 (large maps and the
-    256-512-channel kernels gained nothing or lost); the slice is the largest power of two whose
-    input + output activations fit in L2 (`L2_CACHE_BYTES`), at least 8 images, and a batch that
-    is not at least two slices stays one call. The weight gradient gains most (2.5-2.7x at batch
-    128 on 8-16 px maps): it contracts over batch x pixels, and slices cut that contraction.
+    Rule: slices of 8 images (4 lost up to 2x on 32x32 maps); doubled until a slice's input and
+    output activations are at least half the kernel's bytes, since every slice writes a kernel-sized
+    gradient that the slices then sum (the 256-512-channel rows); a batch that is not at least two
+    such slices stays one call. The forward and input-gradient convolutions gained nothing from
+    slices on the same grid (0.98-1.04x at batch 32-128), so they stay one call.
     """
-    height, width, cin = lhs_shape[1:]
-    if out_shape[0] * out_shape[1] > 256 or kernel_pixels * cin * out_shape[-1] * itemsize > L2_CACHE_BYTES:
-        return None
-    per_image = (height * width * cin + math.prod(out_shape)) * itemsize
-    chunk = max(8, 1 << max(0, (L2_CACHE_BYTES // per_image).bit_length() - 1))
+    per_image = (math.prod(lhs_shape[1:]) + math.prod(out_shape)) * itemsize
+    kernel_bytes = math.prod(kernel_shape) * itemsize
+    chunk = MIN_SLICE
+    while 2 * chunk * per_image < kernel_bytes:
+        chunk *= 2
     return chunk if 2 * chunk <= lhs_shape[0] else None
+
+
+MIN_SLICE = 8
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -128,9 +133,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     - Small maps (`small_map_matmul`): when the input or output map has fewer pixels than the
       kernel, XLA's algebraic simplifier swaps the operands and XLA:CPU runs the swapped form 20-40x
       slower; there the convolution is one matmul of the k*k shifted windows.
-    - Batch slices (`cpu_batch_chunk`): on maps of 16x16 and smaller, XLA:CPU's convolutions, above
-      all the weight gradient, run up to 2x faster per image on static slices of the batch than in
-      one call at batch 64-256; there the slices are computed and concatenated.
+    - Kernel gradient in batch slices (`cpu_batch_chunk`, `kernel_gradient_in_slices`): XLA:CPU
+      computes the kernel's gradient as one convolution contracting batch x pixels, which gets
+      slower per image as the batch grows (2.5x from batch 32 to 256 on 32x32 maps); summed over
+      static slices of the batch it runs 1.2-1.8x faster at batch 64-256. The forward pass and
+      the input gradient stay one call.
 
     `conv_settings` / JAXCNN_CONV_BATCH_CHUNK / JAXCNN_CONV_SMALL_MAP override both.
     """
@@ -156,11 +163,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     else:
         chunk = _settings.batch_chunk
         if chunk == "auto":
-            chunk = cpu_batch_chunk(lhs.shape, out + (rhs.shape[-1],), lhs.dtype.itemsize, math.prod(kernel))
+            chunk = cpu_batch_chunk(lhs.shape, out + (rhs.shape[-1],), rhs.shape, lhs.dtype.itemsize)
         slices = _slice_count(lhs.shape[0], chunk) if chunk else 1
         if slices == 1 or (_settings.batch_chunk == "auto" and 2 * lhs.shape[0] < slices * chunk):
             return one_call(lhs, rhs)  # auto: no slices of under half the rule's size (odd batches)
-        cpu = partial(_in_batch_slices, one_call, slices=slices)
+        cpu = kernel_gradient_in_slices(one_call, slices)
     return jax.lax.platform_dependent(lhs, rhs, cpu=cpu, default=one_call)
 
 
@@ -175,19 +182,46 @@ def small_map_matmul(lhs, rhs, *, window_strides, padding, out, precision=None,
                    precision=precision, preferred_element_type=preferred_element_type)
 
 
-def _in_batch_slices(conv, lhs, rhs, *, slices: int):
-    """`conv` over `slices` static, interleaved slices of the batch, put back in order.
+def kernel_gradient_in_slices(conv, slices: int):
+    """`conv(lhs, rhs)` in one call, differentiated so that the kernel's gradient sums `slices`
+    static, interleaved slices of the batch.
+
+    A custom JVP, not a VJP: the tangent in the kernel is written as the slices' convolutions put
+    back in order, so its transpose (what reverse mode computes) is the sum of the slices' kernel
+    gradients, while the forward pass and the input gradient stay single convolutions, and
+    forward-mode differentiation keeps working. Symbolic zero tangents (a frozen kernel, the
+    image) are skipped, so no convolution of zeros is computed.
 
     Slice k holds images k, k + slices, k + 2 * slices, ...: with the batch sharded in blocks over
     devices, each slice stays spread over all of them, so no image moves between devices
-    (contiguous slices would each sit on one device). Convolution is per example, so the values
-    are those of one call; the kernel's gradient sums the slices'. Static slices, not `lax.map`:
-    the backward of a scan over slices measured 10x slower.
+    (contiguous slices would each sit on one device). Static slices, not `lax.map`: the backward
+    of a scan over slices measured 10x slower.
     """
-    batch = lhs.shape[0]
-    grouped = lhs.reshape(batch // slices, slices, *lhs.shape[1:])
-    outs = [conv(grouped[:, k], rhs) for k in range(slices)]
-    return jnp.stack(outs, axis=1).reshape(batch, *outs[0].shape[1:])
+    @jax.custom_jvp
+    def convolution(lhs, rhs):
+        return conv(lhs, rhs)
+
+    def tangent_in_rhs(lhs, rhs_tangent):
+        batch = lhs.shape[0]
+        grouped = lhs.reshape(batch // slices, slices, *lhs.shape[1:])
+        outs = [conv(grouped[:, k], rhs_tangent) for k in range(slices)]
+        return jnp.stack(outs, axis=1).reshape(batch, *outs[0].shape[1:])
+
+    @partial(convolution.defjvp, symbolic_zeros=True)
+    def jvp(primals, tangents):
+        (lhs, rhs), (lhs_tangent, rhs_tangent) = primals, tangents
+        out = conv(lhs, rhs)
+        parts = [conv(lhs_tangent, rhs)] if not _is_zero(lhs_tangent) else []
+        parts += [tangent_in_rhs(lhs, rhs_tangent)] if not _is_zero(rhs_tangent) else []
+        if not parts:
+            return out, jax.custom_derivatives.SymbolicZero(jax.typeof(out).to_tangent_aval())
+        return out, functools.reduce(jnp.add, parts)
+
+    return convolution
+
+
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
 
 
 def _slice_count(batch: int, chunk: int) -> int:
