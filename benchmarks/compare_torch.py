@@ -21,6 +21,7 @@ import argparse
 import json
 import pathlib
 import sys
+import time
 
 import jax
 
@@ -62,32 +63,33 @@ def torch_trainer(arch: str, batch: dict, *, image_size: int, channels: int, num
     return run
 
 
-def jax_trainer(setup: harness.TrainSetup):
+def jax_trainer(setup: harness.TrainSetup, compiled):
+    """A closure running `steps` of the compiled step: the executable compiled under the
+    contender's `conv_settings`, never a retrace of `setup.train_step` outside them."""
     state = setup.state
 
     def run(steps: int) -> None:
         nonlocal state
         for _ in range(steps):
-            state, metrics = setup.train_step(state, setup.batch)
+            state, metrics = compiled(state, setup.batch)
         jax.block_until_ready((state, metrics))
 
     return run
 
 
 def compare(arch: str, args) -> dict:
-    def setup_under(**settings):  # the settings are read when the step is traced: compile here
+    def trainer_under(**settings):  # the settings are read when the step is traced: compile here
         with conv_settings(**settings):
             setup = harness.TrainSetup(arch, args.image_size, args.batch_size, channels=3,
                                        num_classes=args.num_classes, optimizer=args.optimizer)
-            setup.compile()
-            return setup
+            return setup, jax_trainer(setup, setup.compile()[0])
 
-    setup = setup_under()
+    setup, trainer = trainer_under()
     host_batch = harness.normalized_on_host(  # PyTorch on the CPU trains on what its host normalized
         harness.synthetic_batch(args.batch_size, args.image_size, 3, args.num_classes, setup.seed), setup.normalize)
-    contenders = {"jaxcnn": jax_trainer(setup)}
+    contenders = {"jaxcnn": trainer}
     if args.before:
-        contenders["jaxcnn before"] = jax_trainer(setup_under(batch_chunk=0))
+        contenders["jaxcnn before"] = trainer_under(batch_chunk=0)[1]
     for name, channels_last in (("torch eager", False), ("torch channels_last", True)):
         contenders[name] = torch_trainer(arch, host_batch, image_size=args.image_size, channels=3,
                                          num_classes=args.num_classes, optimizer=args.optimizer,
@@ -101,6 +103,7 @@ def compare(arch: str, args) -> dict:
     rates = {name: [] for name in contenders}
     for _ in range(args.rounds):
         for name, run in contenders.items():
+            time.sleep(args.settle_seconds)
             rates[name].append(steps[name] * args.batch_size / harness.seconds(run, steps[name]))
     medians = {name: harness.median(r) for name, r in rates.items()}
     return {
@@ -122,6 +125,9 @@ def main() -> None:
     p.add_argument("--optimizer", default=harness.DEFAULTS.optim.name, choices=["adam", "adamw", "sgd"])
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     p.add_argument("--window-seconds", type=float, default=1.0, help="target length of one window")
+    p.add_argument("--settle-seconds", type=float, default=0.5,
+                   help="idle pause before each window, so that torch's OpenMP workers, which keep "
+                        "spinning after its window, do not slow the next contender")
     p.add_argument("--before", action="store_true",
                    help="also time jaxcnn without the CPU batch slices (JAXCNN_CONV_BATCH_CHUNK=0), alternating")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
