@@ -9,9 +9,11 @@ jaxcnn/weights/torch_models.py (the definitions the parity tests check against j
 
 Per architecture, three contenders train on the same synthetic batch with the CLI's optimizer
 (Adam, lr 1e-4 by default): jaxcnn's jitted `train_step` (harness.TrainSetup, 1 device),
-PyTorch eager in NCHW, and PyTorch eager in channels_last. Each round runs one window of each
-(A, B, C, A, B, C...: the machine's load drifts, so contenders alternate); the table shows the
-median images/s and jaxcnn / PyTorch ratios (above 1: jaxcnn is faster). `--device cuda` runs
+PyTorch eager in NCHW, and PyTorch eager in channels_last (`--before` adds jaxcnn compiled with
+one call per convolution, `batch_chunk=0`). Each round runs one window of each (A, B, C, A, B,
+C...: the machine's load drifts, so contenders alternate), each after a `--settle-seconds` pause
+(PyTorch's OpenMP workers spin on after its window and slowed the next contender by ~15 %); the
+table shows the median images/s and jaxcnn / PyTorch ratios (above 1: jaxcnn is faster). `--device cuda` runs
 PyTorch on the GPU (synchronized at the end of each window) against jaxcnn on JAX's GPU backend.
 """
 

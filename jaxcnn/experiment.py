@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import pathlib
 import platform
@@ -93,6 +94,15 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
         except KeyboardInterrupt:
             log.info(resume_hint(path, program="jaxcnn train"))
             raise
+        except OSError as error:
+            if error.filename is None and error.errno in WRITE_FAILURES:
+                # a failed write() names no file (the log, the CSV, TensorBoard's event file...):
+                # say which folder the run was writing to
+                raise OSError(error.errno, f"{error.strerror} (writing the run folder {path})") from error
+            raise
+
+
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
 def recorded_config(config: RunConfig) -> dict:

@@ -181,6 +181,23 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_checkpoint(tmp_path, caps
         assert not [p for p in run.rglob("*") if "orbax-checkpoint-tmp" in p.name]
 
 
+def test_a_failed_write_that_names_no_file_names_the_run_folder(tmp_path, capsys, monkeypatch):
+    """ENOSPC from a plain write() (the log, the CSV, an event file) carries no file name: the
+    one-line error names the run folder instead, whichever writer hit the full disk first."""
+    import errno
+
+    from jaxcnn import experiment
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(experiment, "_run", full_disk)
+    run = tmp_path / "run"
+    assert main(DEMO + ["--epochs", "1", "--out", str(run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: [Errno 28] No space left on device (writing the run folder {run.resolve()})"
+
+
 def test_bad_image_folders_end_to_end(tmp_path, capsys):
     """A symlink loop and a non-UTF-8 unreadable file train cleanly; one class is refused."""
     data = tmp_path / "data"
