@@ -136,6 +136,48 @@ class _ProcessSlots(grain.MapDataset):
         return f"ProcessSlots(process {self._process_index} of {self._process_count})"
 
 
+def _check_loader_arguments(source, batch_size, workers: int, prefetch: int, process_index: int,
+                            process_count: int) -> None:
+    """A ValueError naming the first of `Loader`'s arguments that cannot work."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if workers < 0 or prefetch < 0:
+        raise ValueError(f"workers and prefetch must be >= 0, got {workers} and {prefetch}")
+    if len(source) == 0:
+        raise ValueError("the source is empty: there is nothing to load")
+    if not 0 <= process_index < process_count or batch_size % process_count:
+        raise ValueError(
+            f"process {process_index} of {process_count}: batch_size ({batch_size}) must be divisible by "
+            f"the process count, and the process index in [0, {process_count})"
+        )
+
+
+def _batches_per_epoch(num_examples: int, batch_size: int, train: bool) -> int:
+    """Whole batches for training (the remainder is dropped), every example's batch for evaluation
+    (the last one padded); a ValueError when training would see no batch at all."""
+    num_batches = num_examples // batch_size if train else math.ceil(num_examples / batch_size)
+    if num_batches == 0:
+        raise ValueError(
+            f"the training split has {num_examples} examples, fewer than one batch of {batch_size}; "
+            "lower data.batch_size"
+        )
+    return num_batches
+
+
+def _map_transforms(ds: grain.MapDataset, transforms: list, *, seed: int, length: int) -> grain.MapDataset:
+    """`ds` with the per-image transforms applied in order: planned ones (crop, flip) from the epoch
+    plan, their stream their place in the recipe; other random ones with the generator Grain seeds
+    per element; the rest as plain maps."""
+    for stream, transform in enumerate(transforms, start=1):
+        if is_planned(transform):
+            ds = ds.map_with_index(PlannedMap(transform, seed=seed, stream=stream, length=length))
+        elif isinstance(transform, grain.transforms.RandomMap):
+            ds = ds.random_map(transform)
+        else:
+            ds = ds.map(transform)
+    return ds
+
+
 class Loader:
     """Batches of a source for training (shuffled, augmented, drop remainder) or evaluation (in
     order, padded and masked), deterministic given (seed, epoch); see the module docstring.
@@ -177,17 +219,7 @@ class Loader:
         process_index: int = 0,
         process_count: int = 1,
     ):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if workers < 0 or prefetch < 0:
-            raise ValueError(f"workers and prefetch must be >= 0, got {workers} and {prefetch}")
-        if len(source) == 0:
-            raise ValueError("the source is empty: there is nothing to load")
-        if not 0 <= process_index < process_count or batch_size % process_count:
-            raise ValueError(
-                f"process {process_index} of {process_count}: batch_size ({batch_size}) must be divisible by "
-                f"the process count, and the process index in [0, {process_count})"
-            )
+        _check_loader_arguments(source, batch_size, workers, prefetch, process_index, process_count)
         self.source = source
         self.batch_size = batch_size
         self.local_batch_size = batch_size // process_count
@@ -198,40 +230,32 @@ class Loader:
         channels = channels or source.channels
         height, width = as_size(image_size)
         self.image_shape = (height, width, channels)
-        self._num_batches = len(source) // batch_size if train else math.ceil(len(source) / batch_size)
-        if self._num_batches == 0:
-            raise ValueError(
-                f"the training split has {len(source)} examples, fewer than one batch of {batch_size}; "
-                "lower data.batch_size"
-            )
+        self._num_batches = _batches_per_epoch(len(source), batch_size, train)
         transforms = build_transforms(augment, train=train, image_size=(height, width), hflip=hflip)
         transforms.append(ToChannels(channels))
         # The statistics per output channel: the steps normalize with them (`InputNormalization.of`).
         self.normalize = Normalize(_channel_stats(mean, channels, "mean"), _channel_stats(std, channels, "std"))
-
-        ds = grain.MapDataset.source(source)
-        if not train:  # None records (masked padding) up to a whole number of global batches
-            padding = self._num_batches * batch_size - len(source)
-            ds = grain.MapDataset.concatenate([ds, grain.MapDataset.source([None] * padding)]) if padding else ds
-        ds = ds.seed(seed)
-        if train:
-            ds = EpochShuffle(ds, seed)
-        for stream, transform in enumerate(transforms, start=1):
-            if is_planned(transform):
-                ds = ds.map_with_index(PlannedMap(transform, seed=seed, stream=stream, length=len(source)))
-            elif isinstance(transform, grain.transforms.RandomMap):
-                ds = ds.random_map(transform)
-            else:
-                ds = ds.map(transform)
-        erase = any(isinstance(t, RandomErasing) for t in transforms)
-        collate = _Collate(self.local_batch_size, self.image_shape, erase)
-        local = ds.batch(self.local_batch_size, drop_remainder=train, batch_fn=collate)
-        self._batches = _ProcessSlots(local.repeat(), batches_per_epoch=self._num_batches, local_per_epoch=len(local),
-                                      process_index=process_index, process_count=process_count)
+        self._batches = self._batch_dataset(transforms, process_index, process_count)
         self._iterator = None
         self._next_batch = None
         if workers:
             _mark_absl_flags_parsed()
+
+    def _batch_dataset(self, transforms: list, process_index: int, process_count: int) -> grain.MapDataset:
+        """This process's batches of every epoch, by global batch index (the module docstring's pipeline)."""
+        ds = grain.MapDataset.source(self.source)
+        if not self.train:  # None records (masked padding) up to a whole number of global batches
+            padding = self._num_batches * self.batch_size - len(self.source)
+            ds = grain.MapDataset.concatenate([ds, grain.MapDataset.source([None] * padding)]) if padding else ds
+        ds = ds.seed(self.seed)
+        if self.train:
+            ds = EpochShuffle(ds, self.seed)
+        ds = _map_transforms(ds, transforms, seed=self.seed, length=len(self.source))
+        erase = any(isinstance(t, RandomErasing) for t in transforms)
+        collate = _Collate(self.local_batch_size, self.image_shape, erase)
+        local = ds.batch(self.local_batch_size, drop_remainder=self.train, batch_fn=collate)
+        return _ProcessSlots(local.repeat(), batches_per_epoch=self._num_batches, local_per_epoch=len(local),
+                             process_index=process_index, process_count=process_count)
 
     def __len__(self) -> int:
         """Batches per epoch."""

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from tqdm.auto import tqdm
 
@@ -171,6 +171,26 @@ def _validate(eval_step, state, batches, mesh, prefetch: int) -> dict[str, float
     return row
 
 
+@dataclasses.dataclass(frozen=True)
+class _FitRun:
+    """The fixed arguments of one `fit` call, shared by the pieces of its epoch loop."""
+
+    train_loader: Any
+    val_loader: Any
+    train_step: Callable
+    eval_step: Callable
+    mesh: Any
+    epochs: int
+    best_metric: str
+    plateau: PlateauConfig | None
+    checkpointer: Any
+    logger: EpochLogger
+    progress: bool
+    frozen_train_step: Callable | None
+    frozen_epochs: int
+    prefetch: int
+
+
 def fit(
     state,
     *,
@@ -211,77 +231,106 @@ def fit(
     if loop.early_stopping is not None and loop.early_stopping.should_stop:
         logger.message(f"Nothing to train: this run already stopped early after epoch {loop.epoch}.")
         return state, loop
-
-    def run_epoch(epoch: int, state):
-        bar = tqdm(total=len(train_loader), desc=f"Epoch {epoch}/{epochs}", leave=False, disable=not progress or None)
-        with bar:
-            started = time.perf_counter()
-            step = frozen_train_step if epoch <= frozen_epochs else train_step
-            state, train = train_epoch(step, state, train_loader.epoch(epoch), mesh, progress=bar,
-                                       prefetch=prefetch)
-            train_seconds = time.perf_counter() - started
-        row = {"epoch": epoch, **_train_metrics(train)}
-        train_loss = row["train_loss"]
-        if not math.isfinite(train_loss):
-            loop.stop_reason = f"non-finite training loss ({train_loss}) in epoch {epoch}"
-            logger.message(
-                f"Stopping: the training loss became {train_loss} in epoch {epoch}. "
-                "The checkpoints of earlier epochs are kept; try a lower optim.learning_rate."
-            )
-            raise NonFiniteLossError(loop.stop_reason)
-
-        if val_loader is not None:
-            row.update(_validation_metrics(eval_step, state, lambda: val_loader.epoch(epoch), mesh, prefetch))
-        row.update(
-            lr=current_learning_rate(state.opt_state),
-            images_per_second=float(train["count"]) / train_seconds,
-            epoch_seconds=time.perf_counter() - started,
-        )
-        reduced = False
-        if plateau is not None:
-            opt_state, reduced = step_plateau(state.opt_state, row[plateau.metric], plateau)
-            state = state.replace(opt_state=opt_state)
-        if loop.early_stopping is not None:
-            loop.early_stopping = loop.early_stopping.update(row[best_metric])
-            if loop.early_stopping.should_stop:
-                loop.stop_reason = (
-                    f"early stopping: {best_metric} did not improve for {loop.early_stopping.patience} epochs"
-                )
-        loop.epoch = epoch
-        loop.history.append(row)
-        if checkpointer is not None:
-            checkpointer.save(epoch, state, meta=loop.to_json(), metrics=row)
-        logger.epoch_end(row, epochs)
-        if reduced:
-            logger.message(
-                f"{plateau.metric} did not improve for more than {plateau.patience} epochs: "
-                f"learning rate reduced to {current_learning_rate(state.opt_state):.3g}"
-            )
-        return state
-
+    run = _FitRun(
+        train_loader=train_loader, val_loader=val_loader, train_step=train_step, eval_step=eval_step, mesh=mesh,
+        epochs=epochs, best_metric=best_metric, plateau=plateau, checkpointer=checkpointer, logger=logger,
+        progress=progress, frozen_train_step=frozen_train_step, frozen_epochs=frozen_epochs, prefetch=prefetch,
+    )
     loop.stop_reason = None  # an interrupted run continues
     try:
         with deferred_termination():
-            for epoch in range(loop.epoch + 1, epochs + 1):
-                if frozen_epochs and epoch in (loop.epoch + 1, frozen_epochs + 1):
-                    logger.message(f"Epoch {epoch}: " + ("only the head learns (backbone frozen until epoch "
-                                                         f"{frozen_epochs})" if epoch <= frozen_epochs
-                                                         else "the whole network learns (backbone unfrozen)"))
-                state = run_epoch(epoch, state)
-                check_termination()
-                if loop.stop_reason:
-                    logger.message(f"Stopping after epoch {epoch}: {loop.stop_reason}.")
-                    break
+            state = _run_epochs(run, state, loop)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM under jaxcnn.termination.handle_termination
-        if checkpointer is not None:
-            checkpointer.wait()  # finish the save in flight; a second signal abandons it
-        saved = checkpointer.latest_epoch if checkpointer is not None else None
-        loop.stop_reason = f"interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}"
-        logger.message(
-            f"Interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}. "
-            f"Last checkpoint: {f'epoch {saved}' if saved else 'none yet'}."
-        )
+        _record_interrupt(run, loop, interrupt)
         raise
     if checkpointer is not None:
         checkpointer.wait()
     return state, loop
+
+
+def _run_epochs(run: _FitRun, state, loop: LoopState):
+    """Epochs `loop.epoch + 1` to `run.epochs`, until one sets `loop.stop_reason`; returns the state."""
+    for epoch in range(loop.epoch + 1, run.epochs + 1):
+        if run.frozen_epochs and epoch in (loop.epoch + 1, run.frozen_epochs + 1):
+            run.logger.message(f"Epoch {epoch}: " + ("only the head learns (backbone frozen until epoch "
+                                                     f"{run.frozen_epochs})" if epoch <= run.frozen_epochs
+                                                     else "the whole network learns (backbone unfrozen)"))
+        state = _run_epoch(run, epoch, state, loop)
+        check_termination()
+        if loop.stop_reason:
+            run.logger.message(f"Stopping after epoch {epoch}: {loop.stop_reason}.")
+            break
+    return state
+
+
+def _run_epoch(run: _FitRun, epoch: int, state, loop: LoopState):
+    """Train epoch `epoch` (with the frozen step in the frozen phase), stop on a non-finite loss,
+    validate, then `_finish_epoch`; returns the new state."""
+    bar = tqdm(total=len(run.train_loader), desc=f"Epoch {epoch}/{run.epochs}", leave=False,
+               disable=not run.progress or None)
+    with bar:
+        started = time.perf_counter()
+        step = run.frozen_train_step if epoch <= run.frozen_epochs else run.train_step
+        state, train = train_epoch(step, state, run.train_loader.epoch(epoch), run.mesh, progress=bar,
+                                   prefetch=run.prefetch)
+        train_seconds = time.perf_counter() - started
+    row = {"epoch": epoch, **_train_metrics(train)}
+    _stop_unless_finite(row["train_loss"], epoch, loop, run.logger)
+    if run.val_loader is not None:
+        row.update(_validation_metrics(run.eval_step, state, lambda: run.val_loader.epoch(epoch), run.mesh,
+                                       run.prefetch))
+    row.update(
+        lr=current_learning_rate(state.opt_state),
+        images_per_second=float(train["count"]) / train_seconds,
+        epoch_seconds=time.perf_counter() - started,
+    )
+    return _finish_epoch(run, epoch, state, loop, row)
+
+
+def _stop_unless_finite(train_loss: float, epoch: int, loop: LoopState, logger: EpochLogger) -> None:
+    """Raise NonFiniteLossError (the reason recorded in `loop` and logged) on a NaN/inf training loss."""
+    if not math.isfinite(train_loss):
+        loop.stop_reason = f"non-finite training loss ({train_loss}) in epoch {epoch}"
+        logger.message(
+            f"Stopping: the training loss became {train_loss} in epoch {epoch}. "
+            "The checkpoints of earlier epochs are kept; try a lower optim.learning_rate."
+        )
+        raise NonFiniteLossError(loop.stop_reason)
+
+
+def _finish_epoch(run: _FitRun, epoch: int, state, loop: LoopState, row: dict):
+    """The bookkeeping after epoch `epoch`'s metrics `row`: step the plateau schedule, update early
+    stopping, record the epoch in `loop`, save the checkpoint, log; returns the state."""
+    reduced = False
+    if run.plateau is not None:
+        opt_state, reduced = step_plateau(state.opt_state, row[run.plateau.metric], run.plateau)
+        state = state.replace(opt_state=opt_state)
+    if loop.early_stopping is not None:
+        loop.early_stopping = loop.early_stopping.update(row[run.best_metric])
+        if loop.early_stopping.should_stop:
+            loop.stop_reason = (
+                f"early stopping: {run.best_metric} did not improve for {loop.early_stopping.patience} epochs"
+            )
+    loop.epoch = epoch
+    loop.history.append(row)
+    if run.checkpointer is not None:
+        run.checkpointer.save(epoch, state, meta=loop.to_json(), metrics=row)
+    run.logger.epoch_end(row, run.epochs)
+    if reduced:
+        run.logger.message(
+            f"{run.plateau.metric} did not improve for more than {run.plateau.patience} epochs: "
+            f"learning rate reduced to {current_learning_rate(state.opt_state):.3g}"
+        )
+    return state
+
+
+def _record_interrupt(run: _FitRun, loop: LoopState, interrupt: KeyboardInterrupt) -> None:
+    """After Ctrl-C / SIGTERM: finish the save in flight, then record and log where the run stopped."""
+    if run.checkpointer is not None:
+        run.checkpointer.wait()  # finish the save in flight; a second signal abandons it
+    saved = run.checkpointer.latest_epoch if run.checkpointer is not None else None
+    loop.stop_reason = f"interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}"
+    run.logger.message(
+        f"Interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}. "
+        f"Last checkpoint: {f'epoch {saved}' if saved else 'none yet'}."
+    )

@@ -98,12 +98,51 @@ def train_step(
     `normalize` is the statistics of uint8 batches (`prepare_inputs`).
     """
     batch = prepare_inputs(batch, normalize)
-    mixed = None
+    rng, dropout_rng, mixed = _split_rng_and_mix(state.rng, batch, mixup)
+    trainable, backbone = (state.params, None) if freeze is None else freeze.split(state.params)
+
+    def loss_fn(trainable):
+        params = trainable if freeze is None else freeze.merge(trainable, backbone)
+        image = batch["image"] if mixed is None else mixed.image
+        logits, updated = _train_forward(state, params, image, dropout_rng, freeze)
+        loss, per_example = _training_loss(logits, updated.get("aux_logits", {}), batch, mixed,
+                                           label_smoothing, aux_loss_weight)
+        return loss, (logits, per_example, updated.get("batch_stats", state.batch_stats))
+
+    grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(trainable)
+    new_state = _apply_gradients(state, grads, batch_stats, rng, freeze, backbone)
+    return _with_ema(state, new_state), _masked_metrics(logits, per_example, batch)
+
+
+def _split_rng_and_mix(rng: jax.Array, batch: dict, mixup: MixupConfig | None
+                       ) -> tuple[jax.Array, jax.Array, MixedBatch | None]:
+    """The state's next rng, the dropout key and the mixed batch (None unless `mixup` is active):
+    `rng` splits in two, or in three when mixing (the third key draws the mix)."""
     if mixup is not None and mixup.active:
-        rng, dropout_rng, mix_rng = jax.random.split(state.rng, 3)
-        mixed = mix_batch(mix_rng, batch, mixup)
-    else:
-        rng, dropout_rng = jax.random.split(state.rng)
+        rng, dropout_rng, mix_rng = jax.random.split(rng, 3)
+        return rng, dropout_rng, mix_batch(mix_rng, batch, mixup)
+    rng, dropout_rng = jax.random.split(rng)
+    return rng, dropout_rng, None
+
+
+def _train_forward(state: TrainState, params, image: jax.Array, dropout_rng: jax.Array, freeze: Freeze | None):
+    """Training-mode logits and the updated collections (batch_stats, and aux_logits of the models
+    that sow them); with `freeze`, the backbone's BatchNorm layers in inference mode."""
+    with contextlib.nullcontext() if freeze is None else freeze.inference_batch_norm():
+        return state.apply_fn(
+            _variables(params, state.batch_stats),
+            image,
+            train=True,
+            rngs={"dropout": dropout_rng},
+            mutable=["batch_stats", "aux_logits"],
+        )
+
+
+def _training_loss(logits: jax.Array, aux_logits, batch: dict, mixed: MixedBatch | None, label_smoothing: float,
+                   aux_loss_weight: float) -> tuple[jax.Array, jax.Array]:
+    """(optimised loss, the main head's per-example loss): the masked mean cross entropy (against
+    the mixed targets when `mixed`) of the main head, plus `aux_loss_weight` times that of each
+    auxiliary head in `aux_logits`."""
     mask = batch["mask"].astype(jnp.float32)
     count = jnp.sum(mask)
 
@@ -115,27 +154,11 @@ def train_step(
     def masked_mean(per_example):
         return jnp.sum(per_example * mask) / jnp.maximum(count, 1.0)
 
-    trainable, backbone = (state.params, None) if freeze is None else freeze.split(state.params)
-
-    def loss_fn(trainable):
-        params = trainable if freeze is None else freeze.merge(trainable, backbone)
-        with contextlib.nullcontext() if freeze is None else freeze.inference_batch_norm():
-            logits, updated = state.apply_fn(
-                _variables(params, state.batch_stats),
-                batch["image"] if mixed is None else mixed.image,
-                train=True,
-                rngs={"dropout": dropout_rng},
-                mutable=["batch_stats", "aux_logits"],
-            )
-        per_example = per_example_loss(logits)
-        loss = masked_mean(per_example)
-        for aux_logits in jax.tree.leaves(updated.get("aux_logits", {})):
-            loss += aux_loss_weight * masked_mean(per_example_loss(aux_logits))
-        return loss, (logits, per_example, updated.get("batch_stats", state.batch_stats))
-
-    grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(trainable)
-    new_state = _apply_gradients(state, grads, batch_stats, rng, freeze, backbone)
-    return _with_ema(state, new_state), _masked_metrics(logits, per_example, batch)
+    per_example = per_example_loss(logits)
+    loss = masked_mean(per_example)
+    for aux in jax.tree.leaves(aux_logits):
+        loss += aux_loss_weight * masked_mean(per_example_loss(aux))
+    return loss, per_example
 
 
 def _apply_gradients(state: TrainState, grads, batch_stats, rng: jax.Array, freeze: Freeze | None,
