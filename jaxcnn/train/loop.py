@@ -250,8 +250,9 @@ def fit(
 
 def _run_epochs(run: _FitRun, state, loop: LoopState):
     """Epochs `loop.epoch + 1` to `run.epochs`, until one sets `loop.stop_reason`; returns the state."""
-    for epoch in range(loop.epoch + 1, run.epochs + 1):
-        if run.frozen_epochs and epoch in (loop.epoch + 1, run.frozen_epochs + 1):
+    first = loop.epoch + 1  # `loop.epoch` advances as epochs finish
+    for epoch in range(first, run.epochs + 1):
+        if run.frozen_epochs and epoch in (first, run.frozen_epochs + 1):  # the phase, once
             run.logger.message(f"Epoch {epoch}: " + ("only the head learns (backbone frozen until epoch "
                                                      f"{run.frozen_epochs})" if epoch <= run.frozen_epochs
                                                      else "the whole network learns (backbone unfrozen)"))
