@@ -26,7 +26,6 @@ turn every batch's gather into an all-to-all. Arrays are built with
 from __future__ import annotations
 
 import functools
-import math
 from typing import Iterator, Sequence
 
 import jax
@@ -35,7 +34,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxcnn.data.autoaugment import RandAugment, RandomErasing, TrivialAugmentWide
-from jaxcnn.data.pipeline import _channel_stats
+from jaxcnn.data.pipeline import _channel_stats, batches_per_epoch
 from jaxcnn.data.plan import epoch_draws, epoch_order
 from jaxcnn.data.splits import Subset
 from jaxcnn.data.transforms import (
@@ -224,10 +223,7 @@ class DeviceLoader:
         self.batch_size, self.train, self.seed, self.mesh = batch_size, train, seed, store.mesh
         channels = channels or source.channels
         self.image_shape = (*as_size(image_size), channels)
-        self._num_batches = len(self._rows) // batch_size if train else math.ceil(len(self._rows) / batch_size)
-        if self._num_batches == 0:
-            raise ValueError(f"the training split has {len(self._rows)} examples, fewer than one batch of "
-                             f"{batch_size}; lower data.batch_size")
+        self._num_batches = batches_per_epoch(len(self._rows), batch_size, train)
         self.normalize = Normalize(_channel_stats(mean, channels, "mean"), _channel_stats(std, channels, "std"))
         transforms = build_transforms(augment, train=train, image_size=image_size, hflip=hflip)
         # (stream, op): the stream is the op's place in the recipe, as in the host Loader.

@@ -152,7 +152,7 @@ def _check_loader_arguments(source, batch_size, workers: int, prefetch: int, pro
         )
 
 
-def _batches_per_epoch(num_examples: int, batch_size: int, train: bool) -> int:
+def batches_per_epoch(num_examples: int, batch_size: int, train: bool) -> int:
     """Whole batches for training (the remainder is dropped), every example's batch for evaluation
     (the last one padded); a ValueError when training would see no batch at all."""
     num_batches = num_examples // batch_size if train else math.ceil(num_examples / batch_size)
@@ -230,7 +230,7 @@ class Loader:
         channels = channels or source.channels
         height, width = as_size(image_size)
         self.image_shape = (height, width, channels)
-        self._num_batches = _batches_per_epoch(len(source), batch_size, train)
+        self._num_batches = batches_per_epoch(len(source), batch_size, train)
         transforms = build_transforms(augment, train=train, image_size=(height, width), hflip=hflip)
         transforms.append(ToChannels(channels))
         # The statistics per output channel: the steps normalize with them (`InputNormalization.of`).
