@@ -24,11 +24,11 @@ import argparse
 import json
 import re
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
+from conv_chunk import time_ms
 from jaxcnn.models import cpu_conv
 
 # ResNet-20/56's three stages, VGG-16's and LeNet-5's two at 32 px, at batch 32 and 128.
@@ -98,14 +98,6 @@ def torch_kernels(n, size, cin, cout, k):
     return {"torch forward": forward, "torch fwd+bwd": forward_backward}
 
 
-def ms_per_call(fn, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / calls * 1e3
-
-
 def measure(shape, rounds: int) -> dict:
     n, size, cin, cout, k = (*shape, 3)[:5]
     x = jax.random.normal(jax.random.key(0), (n, size, size, cin))
@@ -116,11 +108,11 @@ def measure(shape, rounds: int) -> dict:
     repeats = {}
     for name, fn in calls.items():
         fn()
-        repeats[name] = max(1, round(100 / ms_per_call(fn, 1)))  # ~0.1 s windows
+        repeats[name] = max(1, round(100 / time_ms(fn, (), 1)))  # ~0.1 s windows
     times = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
-            times[name].append(ms_per_call(fn, repeats[name]))
+            times[name].append(time_ms(fn, (), repeats[name]))
     result = {"shape": "x".join(map(str, shape)), "ms": {k: round(statistics.median(v), 3) for k, v in times.items()},
               "implementation": {name: implementation(fn, ops) for name, (fn, ops) in kernels.items()}}
     ms = result["ms"]
