@@ -24,8 +24,10 @@ import types
 import typing
 from typing import Any, Iterable, Iterator, Sequence
 
+from jaxcnn.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config value is invalid: `option` is its dotted path (e.g. `optim.lr`), `reason` says why."""
 
     def __init__(self, option: str, reason: str):

@@ -28,6 +28,7 @@ import os
 from typing import Callable, Mapping
 
 from jaxcnn.config import ConfigError, check_choice, check_int, option
+from jaxcnn.errors import UserError
 
 MODES = ("auto", "on", "off")
 log = logging.getLogger("jaxcnn")
@@ -116,7 +117,7 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
-class PrimaryProcessError(ValueError):
+class PrimaryProcessError(UserError, ValueError):
     """What process 0 raised in `on_primary`, raised in every other process with its message."""
 
 

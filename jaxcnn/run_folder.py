@@ -17,11 +17,13 @@ import json
 import os
 import pathlib
 
+from jaxcnn.errors import UserError
+
 LOCK_NAME = ".lock"
 CONFIG_NAME = "config.json"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserError, ValueError):
     """The run folder cannot be used as asked; the message is one line naming the folder."""
 
 

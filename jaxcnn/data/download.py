@@ -19,6 +19,8 @@ import urllib.request
 
 from tqdm.auto import tqdm
 
+from jaxcnn.errors import UserError
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
@@ -45,7 +47,7 @@ def _check_scheme(url: str, filename: str) -> None:
         raise ValueError(f"{url} cannot serve {filename}: only {' and '.join(SCHEMES)} URLs are used, not {scheme}.")
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError, ValueError):
     """A downloaded file does not match its published checksum (it was discarded)."""
 
 

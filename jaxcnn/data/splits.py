@@ -7,8 +7,10 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from jaxcnn.errors import UserError
 
-class DataNotFoundError(FileNotFoundError):
+
+class DataNotFoundError(UserError, FileNotFoundError):
     """A dataset is not where it should be; the message says the expected layout and how to get it."""
 
 
