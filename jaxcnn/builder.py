@@ -30,8 +30,10 @@ from jaxcnn.distributed import DistributedConfig
 from jaxcnn.models.config import ModelConfig
 from jaxcnn.train.loop import LoopConfig
 from jaxcnn.train.metrics import WITHOUT_VALIDATION
+from jaxcnn.train.batch_size import check_batch_fits
 from jaxcnn.train.finetune import FinetuneConfig
 from jaxcnn.train.optim import OptimConfig
+from jaxcnn.train.spec import Steps, TrainingSpec
 
 log = logging.getLogger("jaxcnn")
 
@@ -97,75 +99,76 @@ def default_values() -> dict:
 
 @dataclasses.dataclass
 class Training:
-    """What trains: the mesh, the model, the optimizer (with its plateau settings, if any), the
-    state replicated on the mesh, and the jitted, sharded `train_step` / `eval_step`; with a
-    frozen backbone also the step of epochs 1 to `frozen_epochs`, `frozen_train_step`."""
+    """What trains: the run's `TrainingSpec` (mesh, model, optimizer, abstract state: derived
+    once), its compiled `Steps` (train, eval, and with a frozen backbone the step of epochs 1 to
+    `frozen_epochs`) and the initial state, replicated on the mesh."""
 
-    mesh: jax.sharding.Mesh
-    model: Any
-    optimizer: Any
-    plateau: Any
+    spec: TrainingSpec
+    steps: Steps
     state: Any
-    train_step: Callable
-    eval_step: Callable
-    frozen_train_step: Callable | None = None
-    frozen_epochs: int = 0
+
+    @property
+    def mesh(self) -> jax.sharding.Mesh:
+        return self.spec.mesh
+
+    @property
+    def model(self):
+        return self.spec.model
+
+    @property
+    def optimizer(self):
+        return self.spec.optimizer
+
+    @property
+    def train_step(self) -> Callable:
+        return self.steps.train_step
+
+    @property
+    def eval_step(self) -> Callable:
+        return self.steps.eval_step
 
 
 def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[int, int, int],
                    steps_per_epoch: int, mesh: jax.sharding.Mesh | None = None,
-                   pretrained: bool = True, normalize=None) -> Training:
-    """Model -> optimizer -> replicated initial state (from `finetune.pretrained` weights unless
+                   pretrained: bool = True, normalize=None, check_memory: bool = False) -> Training:
+    """The run's `TrainingSpec` -> initial state (from `finetune.pretrained` weights unless
     `pretrained=False`) -> compiled steps, for `num_classes` classes and (height, width,
     channels) inputs, on `mesh` (default: every visible device). `normalize`
     (`jaxcnn.train.InputNormalization`): the statistics the steps normalize uint8 batches with,
-    as the loaders deliver them; without it the steps take only normalized float batches."""
-    from jaxcnn.train import compile_steps, create_train_state, make_mesh, replicate
-    from jaxcnn.train.finetune import Freeze
+    as the loaders deliver them; without it the steps take only normalized float batches.
+    `check_memory`: compile the train step for the run's batch first and refuse a batch whose
+    step does not fit the device's memory (`check_batch_fits`; the compiled step is reused)."""
+    from jaxcnn.train import make_mesh
 
     mesh = make_mesh() if mesh is None else mesh
     if config.data.batch_size == AUTO:
         raise ConfigError("data.batch_size", "auto is resolved from the data by jaxcnn.build (or resolve_batch_size); "
                                              "build_training needs a number")
     _check_batch_size(config.data.batch_size, mesh)
-    model = config.model.build(num_classes)
-    labels = _head_labels(model, input_shape) if config.finetune.splits_backbone else None
-    optimizer = _optimizer(config, labels, steps_per_epoch=steps_per_epoch)
-    state = create_train_state(jax.random.key(config.seed), model, optimizer, input_shape, ema=config.loop.ema())
-    if pretrained and config.finetune.pretrained:
-        state = load_pretrained_weights(config, state, num_classes=num_classes, input_shape=input_shape)
-    settings = dict(label_smoothing=config.loop.label_smoothing, mixup=config.loop.mixup, normalize=normalize)
-    train_step, eval_step = compile_steps(mesh, **settings)
-    frozen_epochs, frozen_train_step = config.finetune.freeze_backbone_epochs, None
-    if frozen_epochs:
-        frozen = _optimizer(config, labels, steps_per_epoch=steps_per_epoch, frozen=True)
-        frozen_train_step, _ = compile_steps(mesh, freeze=Freeze(labels, frozen), **settings)
-    plateau = config.optim.plateau if config.optim.schedule == "plateau" else None
-    return Training(mesh, model, optimizer, plateau, replicate(state, mesh), train_step, eval_step,
-                    frozen_train_step, frozen_epochs)
+    spec = TrainingSpec.derive(config, num_classes=num_classes, input_shape=input_shape, mesh=mesh,
+                               steps_per_epoch=steps_per_epoch)
+    steps = spec.compile_steps(normalize)
+    if check_memory:
+        check_batch_fits(steps.train_step, spec.abstract_state, batch_size=config.data.batch_size,
+                         input_shape=spec.input_shape, mesh=mesh)
+    return Training(spec, steps, spec.initial_state(pretrained=pretrained))
 
 
 def resolve_batch_size(config: RunConfig, *, num_classes: int, input_shape: tuple[int, int, int],
                        mesh: jax.sharding.Mesh, max_examples: int | None = None,
                        budget: tuple[int, str] | None = None, cap: int | None = None) -> tuple[RunConfig, Any]:
     """`config` with `data.batch_size="auto"` replaced by the global batch `auto_batch_size`
-    chooses from XLA's memory analysis of this run's train step (compiled, not run, on abstract
-    state), and the `BatchSizeChoice`; `max_examples`: the training split's size; `budget` and
-    `cap` as `auto_batch_size`'s."""
-    from jaxcnn.train import InputNormalization, compile_steps, create_train_state
+    chooses from XLA's memory analysis of this run's train step (compiled, not run, on the
+    spec's abstract state), and the `BatchSizeChoice`; `max_examples`: the training split's
+    size; `budget` and `cap` as `auto_batch_size`'s."""
+    from jaxcnn.train import InputNormalization
     from jaxcnn.train.batch_size import auto_batch_size
 
-    model = config.model.build(num_classes)
-    labels = _head_labels(model, input_shape) if config.finetune.splits_backbone else None
-    # The schedule's values do not change the step's memory; any step count accumulation allows does.
-    optimizer = _optimizer(config, labels, steps_per_epoch=config.optim.grad_accum_steps)
-    state = jax.eval_shape(lambda: create_train_state(jax.random.key(config.seed), model, optimizer, input_shape,
-                                                      ema=config.loop.ema()))
+    spec = TrainingSpec.derive(config, num_classes=num_classes, input_shape=input_shape, mesh=mesh)
     unit = (0.5,) * input_shape[-1]  # any statistics: the step's memory does not depend on their values
-    train_step, _ = compile_steps(mesh, label_smoothing=config.loop.label_smoothing, mixup=config.loop.mixup,
-                                  normalize=InputNormalization(unit, unit))
+    steps = spec.compile_steps(InputNormalization(unit, unit))
     with reraise_as("data.batch_size"):
-        choice = auto_batch_size(train_step, state, input_shape=input_shape, mesh=mesh,
+        choice = auto_batch_size(steps.train_step, spec.abstract_state, input_shape=spec.input_shape, mesh=mesh,
                                  max_examples=max_examples, budget=budget, cap=cap)
     data = dataclasses.replace(config.data, batch_size=choice.global_batch)
     return dataclasses.replace(config, data=data), choice
@@ -179,46 +182,6 @@ def _check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
             f"{batch_size} is not divisible by the {mesh.size} devices; use a multiple of "
             f"{mesh.size} (each device gets batch_size / {mesh.size} images)",
         )
-
-
-def _head_labels(model, input_shape: tuple[int, int, int]) -> dict:
-    from jaxcnn.train.finetune import head_labels
-
-    dummy = jax.numpy.zeros((1, *input_shape), jax.numpy.float32)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, train=False))
-    return head_labels(model, shapes["params"])
-
-
-def _optimizer(config: RunConfig, labels, *, steps_per_epoch: int, frozen: bool = False):
-    """The run's optimizer; with a frozen phase as head and backbone groups (the backbone's held
-    when `frozen`: the same state structure either way), with the backbone's LR scale applied."""
-    from jaxcnn.train import make_optimizer
-    from jaxcnn.train.finetune import backbone_groups, scale_backbone_lr
-
-    finetune = config.finetune
-    groups = backbone_groups(labels, frozen=frozen) if finetune.freeze_backbone_epochs else None
-    optimizer = make_optimizer(config.optim, steps_per_epoch=steps_per_epoch, epochs=config.loop.epochs,
-                               groups=groups)
-    return optimizer if labels is None else scale_backbone_lr(optimizer, labels, finetune.backbone_lr_scale)
-
-
-def pretrained_file(config: RunConfig) -> pathlib.Path:
-    """The existing file `finetune.pretrained` names, or a ConfigError naming the option."""
-    path = pathlib.Path(config.finetune.pretrained).expanduser()
-    if not path.is_file():
-        raise ConfigError("finetune.pretrained", f"no weights file at {path}")
-    return path
-
-
-def load_pretrained_weights(config: RunConfig, state, *, num_classes: int, input_shape: tuple[int, int, int]):
-    """`state` (as `create_train_state` made it) starting from the run's pretrained weights
-    (`jaxcnn.train.finetune.load_pretrained`; the load report goes to the log); not replicated."""
-    from jaxcnn.train.finetune import load_pretrained
-
-    state, _ = load_pretrained(state, config.model.arch, pretrained_file(config), num_classes=num_classes,
-                               input_shape=input_shape, rng=jax.random.key(config.seed),
-                               model_options=config.model.options)
-    return state
 
 
 @dataclasses.dataclass
@@ -235,6 +198,14 @@ class Experiment:
     test_loader: Any
     training: Training
     _cleanup: contextlib.ExitStack
+
+    @property
+    def steps(self) -> Steps:
+        return self.training.steps
+
+    @property
+    def mesh(self) -> jax.sharding.Mesh:
+        return self.training.mesh
 
     def close(self) -> None:
         self._cleanup.close()
@@ -298,7 +269,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
         training = build_training(config, num_classes=data.num_classes,
                                   input_shape=(image_size, image_size, data.channels),
                                   steps_per_epoch=len(train_loader), mesh=mesh, pretrained=pretrained,
-                                  normalize=InputNormalization.of(train_loader.normalize))
+                                  normalize=InputNormalization.of(train_loader.normalize), check_memory=True)
     except BaseException:
         cleanup.close()
         raise

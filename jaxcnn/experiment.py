@@ -19,14 +19,14 @@ import platform
 import jax
 import orbax.checkpoint as ocp
 
-from jaxcnn.builder import RunConfig, build, load_pretrained_weights, pretrained_file
+from jaxcnn.builder import RunConfig, build
 from jaxcnn.config import ConfigError
 from jaxcnn.distributed import DistributedConfig, console_of_primary, initialize, is_primary, on_primary
 from jaxcnn.inference.inputs import InputSpec
-from jaxcnn.report.run_log import OtherProcessLogger, RunLogger, log_to_file, write_json
+from jaxcnn.report.run_log import OtherProcessLogger, RunLogger, log_to_file, recorded_log, write_json
 from jaxcnn.run_folder import claim_run_folder, read_run_config
 from jaxcnn.termination import resume_hint
-from jaxcnn.train import Checkpointer, LoopState, NonFiniteLossError, evaluate, fit, replicate
+from jaxcnn.train import Checkpointer, LoopState, NonFiniteLossError, evaluate, fit
 from jaxcnn.train.metrics import metric_mode
 
 log = logging.getLogger("jaxcnn")
@@ -68,8 +68,12 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
     """Run a training run in `config.out` (or a new folder), or with `resume` continue the run
     there; returns `results.json`'s content.
 
-    The folder is claimed before any data is read: locked for the whole run, refused when it holds
-    another run (unless `overwrite`, which moves its contents aside), checked for writing.
+    A new run is built first (data found and read, the model checked against the input size,
+    the pretrained weights read and matched, the train step compiled and its memory checked:
+    `build`), and only then claims its folder: locked for the whole run, refused when it holds
+    another run (unless `overwrite`, which moves its contents aside), checked for writing. A
+    start that fails before its first checkpoint removes what it wrote (`RunFolder.remove_start`).
+    A resumed run claims its folder first, then builds from its recorded config.
     Ctrl-C / SIGTERM (`jaxcnn.termination`) finish the save in flight, test what was saved, log
     the command that continues the run, and propagate.
 
@@ -78,31 +82,49 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
     claims the folder and every process learns its path, or process 0's refusal.
     """
     initialize(config.distributed)
-    if config.finetune.pretrained and not resume:
-        pretrained_file(config)  # a missing weights file is reported before anything is written
     config.require_complete()
-    with contextlib.ExitStack() as claimed, console_of_primary():
+    with contextlib.ExitStack() as stack, console_of_primary():
+        folders = []
+
         def claim() -> str:
-            folder = claimed.enter_context(claim_run_folder(config.run_dir(), resume=resume, overwrite=overwrite))
+            folder = stack.enter_context(claim_run_folder(config.run_dir(), resume=resume, overwrite=overwrite))
+            folders.append(folder)
             if folder.moved_aside:
                 log.info(f"Moved the old contents of {folder.path} to {folder.moved_aside}")
             return str(folder.path)
 
-        path = pathlib.Path(on_primary(claim))
+        if resume:
+            path = pathlib.Path(on_primary(claim))
+            earlier = []
+            built = stack.enter_context(build(dataclasses.replace(config, out=str(path)), pretrained=False))
+        else:
+            with recorded_log() as earlier:
+                built = stack.enter_context(build(config))
+            path = pathlib.Path(on_primary(claim))
+            built = dataclasses.replace(built, config=dataclasses.replace(built.config, out=str(path)))
         try:
-            return _run(dataclasses.replace(config, out=str(path)), path, resume)
-        except KeyboardInterrupt:
-            log.info(resume_hint(path, program="jaxcnn train"))
-            raise
-        except OSError as error:
-            if error.filename is None and error.errno in WRITE_FAILURES:
-                # a failed write() names no file (the log, the CSV, TensorBoard's event file...):
-                # say which folder the run was writing to
-                raise OSError(error.errno, f"{error.strerror} (writing the run folder {path})") from error
+            return _run(built, path, resume, earlier)
+        except BaseException as error:
+            _after_failure(error, path, folders[0] if folders else None)
             raise
 
 
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+
+
+def _after_failure(error: BaseException, path: pathlib.Path, folder) -> None:
+    """A start that saved no checkpoint leaves no stub (the folder as it was claimed); then the
+    command that continues the run, or which folder a failed write was writing to."""
+    started = (path / "checkpoints").is_dir() and any(p.name.isdigit() for p in (path / "checkpoints").iterdir())
+    if folder is not None and not started:
+        folder.remove_start()
+        log.info(f"Nothing was saved: removed what this start wrote to {path}.")
+    elif isinstance(error, KeyboardInterrupt):
+        log.info(resume_hint(path, program="jaxcnn train"))
+    if isinstance(error, OSError) and error.filename is None and error.errno in WRITE_FAILURES:
+        # a failed write() names no file (the log, the CSV, TensorBoard's event file...): say
+        # which folder the run was writing to
+        raise OSError(error.errno, f"{error.strerror} (writing the run folder {path})") from error
 
 
 def recorded_config(config: RunConfig) -> dict:
@@ -111,12 +133,11 @@ def recorded_config(config: RunConfig) -> dict:
     return dataclasses.replace(config, distributed=DistributedConfig()).to_dict()
 
 
-def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
+def _run(run, run_dir: pathlib.Path, resume: bool, earlier: list) -> dict:
     primary = is_primary()
     with contextlib.ExitStack() as cleanup:
         if primary:
-            cleanup.enter_context(log_to_file(run_dir / "train.log"))
-        run = cleanup.enter_context(build(config, pretrained=False))  # the weights are read below
+            cleanup.enter_context(log_to_file(run_dir / "train.log", earlier))
         config, data, training = run.config, run.data, run.training
         best_metric = config.loop.best_metric
         checkpointer = cleanup.enter_context(Checkpointer(
@@ -142,16 +163,11 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
         )
         logger.skipped_files(data.skipped_files())
 
-        abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)  # survives donation
+        abstract_state = training.spec.abstract_state
         failure = None
         try:
-            state, loop = fit(
-                state, train_loader=run.train_loader, val_loader=run.val_loader, train_step=training.train_step,
-                eval_step=training.eval_step, mesh=mesh, epochs=config.loop.epochs, loop=loop,
-                best_metric=best_metric, plateau=training.plateau, checkpointer=checkpointer, logger=logger,
-                progress=config.progress and primary, frozen_train_step=training.frozen_train_step,
-                frozen_epochs=training.frozen_epochs, prefetch=config.data.prefetch,
-            )
+            state, loop = fit(run, state, loop, checkpointer=checkpointer, logger=logger,
+                              progress=config.progress and primary)
         except (NonFiniteLossError, KeyboardInterrupt) as error:
             failure = error
         skipped = data.skipped_files()  # now including the files that failed when first read
@@ -170,16 +186,12 @@ def _run(config: RunConfig, run_dir: pathlib.Path, resume: bool) -> dict:
 
 def _starting_point(run, checkpointer, resume: bool):
     """(state, loop state, problems): the newest readable checkpoint of a resumed run (each
-    unreadable one newer than it is a problem line), else the built state, with the pretrained
-    weights in it when the run names some."""
+    unreadable one newer than it is a problem line), else the built state (with the pretrained
+    weights in it when the run names some)."""
     state, config = run.training.state, run.config
     if resume and checkpointer.latest_epoch is not None:
         restored = checkpointer.restore_newest_readable(state, set_aside=True)
         return restored.state, LoopState.from_json(restored.meta), restored.problems
-    if config.finetune.pretrained:  # a resumed run continues from its checkpoint instead
-        image_shape = (run.image_size, run.image_size, run.data.channels)
-        state = replicate(load_pretrained_weights(config, state, num_classes=run.data.num_classes,
-                                                  input_shape=image_shape), run.training.mesh)
     return state, LoopState(early_stopping=config.loop.early_stopping()), ()
 
 

@@ -1,14 +1,17 @@
 """Run folders that are never reused by accident: claimed under an exclusive lock for a whole run.
 
-`claim_run_folder` checks a run folder before anything expensive happens (data loading, model
-init): it locks `RUN/.lock` (a second run on the folder fails at once, naming the holder's PID),
+`claim_run_folder` locks `RUN/.lock` (a second run on the folder fails at once, naming the holder's PID),
 refuses a non-empty folder unless the run resumes it or overwrites it (the old contents are moved
-aside to `RUN.old-<time>/`, never deleted), and checks the folder is writable. Only the standard
-library is used, so the checks cost nothing before jax is imported.
+aside to `RUN.old-<time>/`, never deleted), and checks the folder is writable. A new run claims
+its folder only after everything that can fail on the user's input has been checked (data,
+weights, model, memory: `jaxcnn.run`), and `RunFolder.remove_start` undoes a start that fails
+before its first checkpoint, so no stub blocks the corrected rerun. Only the standard library is
+used here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import errno
@@ -16,6 +19,7 @@ import fcntl
 import json
 import os
 import pathlib
+import shutil
 
 from jaxcnn.errors import UserError
 
@@ -85,9 +89,23 @@ class RunFolder:
     path: pathlib.Path
     lock: RunLock
     moved_aside: pathlib.Path | None = None
+    created: bool = False  # the claim made the folder
 
     def close(self) -> None:
         self.lock.release()
+
+    def remove_start(self) -> None:
+        """Undo a start that failed before its first checkpoint: remove what it wrote (the folder
+        held nothing else when it was claimed: it was new or empty, or its contents were moved
+        aside, where they stay) and the folder itself when the claim created it. A corrected
+        rerun of the same command then finds the folder as it was."""
+        for item in _contents(self.path):
+            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        self.lock.release()
+        (self.path / LOCK_NAME).unlink(missing_ok=True)
+        if self.created:
+            with contextlib.suppress(OSError):  # another process may have entered it meanwhile
+                self.path.rmdir()
 
     def __enter__(self) -> RunFolder:
         return self
@@ -161,6 +179,7 @@ def claim_run_folder(path, *, resume: bool = False, overwrite: bool = False) -> 
     if resume and overwrite:
         raise RunFolderError("resume and overwrite exclude each other: resume continues a run, overwrite starts a new one")
     run_dir = pathlib.Path(path).expanduser().absolute()
+    created = not resume and not run_dir.exists()
     if resume:
         read_run_config(run_dir)
     else:
@@ -188,4 +207,4 @@ def claim_run_folder(path, *, resume: bool = False, overwrite: bool = False) -> 
     except BaseException:
         lock.release()
         raise
-    return RunFolder(run_dir, lock, moved_aside)
+    return RunFolder(run_dir, lock, moved_aside, created)

@@ -23,7 +23,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxcnn.builder import RunConfig
 from jaxcnn.inference.inputs import ImageLike, InputSpec
+from jaxcnn.models.shapes import abstract_variables
+from jaxcnn.run_folder import RunFolderError
 from jaxcnn.train.inputs import InputNormalization, normalize_images
+from jaxcnn.train.spec import inference_target
 
 CHECKPOINT_CHOICES = "'best', 'last' or an epoch number"
 
@@ -141,7 +144,7 @@ def resolve_checkpoint(checkpointer, checkpoint: str | int) -> int:
     """The epoch of `checkpoint` ('best', 'last' or an epoch) among the run's saved checkpoints."""
     available = checkpointer.epochs
     if not available:
-        raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: the run saved none")
+        raise RunFolderError(f"no checkpoint in {checkpointer.directory}: the run saved none")
     if checkpoint == "best":
         return checkpointer.best_epoch
     if checkpoint == "last":
@@ -149,25 +152,11 @@ def resolve_checkpoint(checkpointer, checkpoint: str | int) -> int:
     try:
         epoch = int(checkpoint)
     except (TypeError, ValueError):
-        raise ValueError(f"checkpoint must be {CHECKPOINT_CHOICES}, got {checkpoint!r}") from None
+        raise RunFolderError(f"checkpoint must be {CHECKPOINT_CHOICES}, got {checkpoint!r}") from None
     if epoch not in available:
-        raise ValueError(f"checkpoint {epoch}: the run kept epochs {available} only "
+        raise RunFolderError(f"checkpoint {epoch}: the run kept epochs {available} only "
                          f"(it keeps the best and the last); use {CHECKPOINT_CHOICES}")
     return epoch
-
-
-def abstract_state(config: RunConfig, inputs: InputSpec, mesh):
-    """The run's `TrainState` as shape/dtype structs replicated on `mesh` (nothing is computed)."""
-    from jaxcnn.train import create_train_state, make_optimizer
-
-    model = config.model.build(inputs.num_classes)
-    # The optimizer's state has the same structure for any number of steps (a multiple of the
-    # accumulation steps, as make_optimizer requires); only the shapes are needed here.
-    optimizer = make_optimizer(config.optim, steps_per_epoch=config.optim.grad_accum_steps, epochs=config.loop.epochs)
-    shapes = jax.eval_shape(lambda: create_train_state(jax.random.key(config.seed), model, optimizer,
-                                                       inputs.input_shape, ema=config.loop.ema()))
-    replicated = NamedSharding(mesh, P())
-    return model, jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
 
 def load_run(run_dir, checkpoint: str | int = "best", *, ema: bool | None = None, batch_size: int | None = None,
@@ -186,25 +175,24 @@ def load_run(run_dir, checkpoint: str | int = "best", *, ema: bool | None = None
     config = load_config(run_dir)
     inputs = read_inputs(run_dir, config)
     mesh = make_mesh() if mesh is None else mesh
-    model, target = abstract_state(config, inputs, mesh)
     best_metric = config.loop.best_metric
+    if ema is None:
+        ema = checkpoint == "best" and best_metric.endswith("_ema")
+    if ema and config.loop.ema_decay is None:
+        raise RunFolderError(f"{run_dir} keeps no EMA weights: it was trained without an EMA (--ema DECAY)")
+    model = config.model.build(inputs.num_classes)
+    target = inference_target(abstract_variables(model, inputs.input_shape), mesh, ema=ema)
     with Checkpointer(run_dir / "checkpoints", best_metric=best_metric, best_mode=metric_mode(best_metric),
                       read_only=True) as ckpt:
         if checkpoint == "last":  # as --resume does: the newest checkpoint that reads back
-            restored = ckpt.restore_newest_readable(target)
+            restored = ckpt.restore_newest_readable(target, partial=True)
             epoch, state = restored.epoch, restored.state
             for problem in restored.problems:
                 log.warning(problem)
         else:
             epoch = resolve_checkpoint(ckpt, checkpoint)
-            state, _ = ckpt.restore(target, epoch)
-    if ema is None:
-        ema = checkpoint == "best" and best_metric.endswith("_ema")
-    if ema:
-        if state.ema is None:
-            raise ValueError(f"{run_dir} keeps no EMA weights: it was trained without an EMA (--ema DECAY)")
-        state = state.ema_view()
-    variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+            state, _ = ckpt.restore(target, epoch, partial=True)
+    variables = state["ema"] if ema else {name: tree for name, tree in state.items() if name != "ema"}
     size = batch_size or config.data.batch_size
     size = -(-size // mesh.size) * mesh.size
     return TrainedModel(run_dir, config, inputs, model, variables, epoch, str(checkpoint), ema, mesh, size)

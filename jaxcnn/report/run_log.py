@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import logging
+import logging.handlers
 import os
 import pathlib
 
@@ -44,10 +45,13 @@ def write_json(path, obj) -> None:
 
 
 @contextlib.contextmanager
-def log_to_file(path):
-    """Append everything the "jaxcnn" logger logs (at INFO and above) to `path` while open."""
+def log_to_file(path, earlier: list[logging.LogRecord] = ()):
+    """Append everything the "jaxcnn" logger logs (at INFO and above) to `path` while open,
+    after the `earlier` records (`recorded_log`'s, from before the file could exist)."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
+    for record in earlier:
+        handler.handle(record)
     logger = logging.getLogger("jaxcnn")
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > logging.INFO:
@@ -57,6 +61,24 @@ def log_to_file(path):
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+@contextlib.contextmanager
+def recorded_log():
+    """Keep what the "jaxcnn" logger logs (at INFO and above) while open, in the list this
+    yields: a run's first lines are logged before its folder (and `train.log`) is claimed."""
+    handler = logging.handlers.BufferingHandler(capacity=2**31)  # a list; never flushed while open
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("jaxcnn")
+    logger.addHandler(handler)
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield handler.buffer
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 class RunLogger:

@@ -151,3 +151,32 @@ def auto_batch_size(
     per_device, estimate, measured, capped = choose_per_device_batch(measure, budget=budget_bytes, cap=cap)
     return BatchSizeChoice(per_device, mesh.size, estimate, measured, budget_bytes, source,
                            limit if capped else None)
+
+
+def check_batch_fits(train_step, state, *, batch_size: int, input_shape: tuple[int, int, int],
+                     mesh: jax.sharding.Mesh, image_dtype=jnp.uint8) -> int | None:
+    """Compile `train_step` for the run's global `batch_size` (on `state`'s shapes) and refuse,
+    with a ConfigError naming `--batch-size` and `--image-size`, a step whose buffers exceed the
+    `--batch-size auto` budget; returns the step's bytes per device (None where no device or
+    host reports its memory). The executable is the one the first real step runs (jit's cache
+    holds it), so the check costs no second compilation."""
+    from jaxcnn.config import ConfigError
+
+    local_devices = sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
+    try:
+        budget, source = memory_budget(mesh.devices.flat[0], local_devices)
+    except RuntimeError:
+        return None
+    data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    batch = {"image": jax.ShapeDtypeStruct((batch_size, *input_shape), image_dtype, sharding=data),
+             "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=data),
+             "mask": jax.ShapeDtypeStruct((batch_size,), jnp.float32, sharding=data)}
+    needed = step_bytes(train_step.lower(state, batch).compile())
+    if needed > budget:
+        height, width, channels = input_shape
+        raise ConfigError(
+            "data.batch_size",
+            f"{batch_size} images of {height}x{width}x{channels} need {_gib(needed)} per device for the train step "
+            f"(XLA's buffers), more than the {_gib(budget)} budget ({source}); use a smaller data.batch_size or "
+            f"data.image_size, or data.batch_size auto")
+    return needed

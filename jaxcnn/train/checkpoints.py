@@ -211,13 +211,15 @@ class Checkpointer:
         where = self.path(epoch) if epoch is not None else self.directory
         return CheckpointError(f"could not save the checkpoint of epoch {epoch} to {where}: {reason}; {saved}")
 
-    def restore(self, abstract_state: TrainState, epoch: int | None = None) -> tuple[TrainState, dict]:
+    def restore(self, abstract_state: TrainState, epoch: int | None = None, *,
+                partial: bool = False) -> tuple[TrainState, dict]:
         """Checkpoint `epoch` (default: the latest) as (state, meta).
 
         `abstract_state` is a TrainState of arrays or `jax.ShapeDtypeStruct`s (e.g. from
-        `jax.eval_shape`); the restored leaves get its structure, dtypes and shardings. A
-        checkpoint that cannot be read, or whose leaves do not match, raises
-        `UnreadableCheckpointError`.
+        `jax.eval_shape`); the restored leaves get its structure, dtypes and shardings. With
+        `partial`, it is a dict of some of the state's fields (`jaxcnn.train.spec.inference_target`:
+        params, batch_stats, ema) and only those are read. A checkpoint that cannot be read, or
+        whose leaves do not match, raises `UnreadableCheckpointError`.
         """
         self.wait()
         epoch = self.latest_epoch if epoch is None else epoch
@@ -229,12 +231,14 @@ class Checkpointer:
                 f"available: {sorted(self._manager.all_steps())}"
             )
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        if partial:
+            state_args = ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                                restore_args=ocp.checkpoint_utils.construct_restore_args(target))
+        else:
+            state_args = ocp.args.StandardRestore(target)
         try:
             restored = self._manager.restore(
-                epoch,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
-                ),
+                epoch, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()),
             )
             _check_leaves(restored.state, abstract_state)
         except Exception as error:
@@ -243,7 +247,8 @@ class Checkpointer:
             ) from error
         return restored.state, restored.meta
 
-    def restore_newest_readable(self, abstract_state: TrainState, *, set_aside: bool = False) -> Restored:
+    def restore_newest_readable(self, abstract_state: TrainState, *, set_aside: bool = False,
+                                partial: bool = False) -> Restored:
         """Restore the newest checkpoint that reads back, trying them newest first.
 
         Each unreadable one is reported in `Restored.problems`; with `set_aside` (for a run that
@@ -255,7 +260,7 @@ class Checkpointer:
         unreadable: dict[int, str] = {}
         for epoch in sorted(self._manager.all_steps(), reverse=True):
             try:
-                state, meta = self.restore(abstract_state, epoch)
+                state, meta = self.restore(abstract_state, epoch, partial=partial)
             except UnreadableCheckpointError as error:
                 unreadable[epoch] = str(error)
                 continue

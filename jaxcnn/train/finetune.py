@@ -32,6 +32,7 @@ import optax
 from flax import traverse_util
 
 from jaxcnn.config import ConfigError, check_float, check_int, option
+from jaxcnn.errors import WeightsFileError
 from jaxcnn.weights.io import SUFFIXES
 from jaxcnn.weights.layout import family_of
 
@@ -160,13 +161,16 @@ def load_pretrained(state, arch: str, path, *, num_classes: int, input_shape: tu
     from jaxcnn.train.ema import init_ema
     from jaxcnn.weights import load_torch_weights
 
+    path = pathlib.Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError("finetune.pretrained", f"no weights file at {path}")
     log.info(f"Starting from the pretrained weights {path}")
     variables, report = load_torch_weights(arch, path, num_classes=num_classes, input_shape=input_shape,
                                            rng=rng, **(model_options or {}))
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     expected = jax.tree.structure((state.params, state.batch_stats))
     if jax.tree.structure((params, batch_stats)) != expected:
-        raise ValueError(f"the weights in {path} do not fit the {arch} model being trained")
+        raise WeightsFileError(f"the weights in {path} do not fit the {arch} model being trained")
     if not report.newly_initialized:  # otherwise load_torch_weights has logged the table already
         log.info(report.format_table())
     ema = None if state.ema is None else init_ema(params, batch_stats, state.ema.config)

@@ -171,121 +171,155 @@ def _validate(eval_step, state, batches, mesh, prefetch: int) -> dict[str, float
     return row
 
 
-@dataclasses.dataclass(frozen=True)
-class _FitRun:
-    """The fixed arguments of one `fit` call, shared by the pieces of its epoch loop."""
+class Run(Protocol):
+    """What `fit` trains: `jaxcnn.build`'s `Experiment` is one. `config` is the run's
+    `RunConfig` (its loop, optim.plateau, data.prefetch and progress are read); `steps` its
+    compiled `jaxcnn.train.spec.Steps`; `val_loader` None without a validation set."""
 
+    config: Any
     train_loader: Any
     val_loader: Any
-    train_step: Callable
-    eval_step: Callable
+    steps: Any
     mesh: Any
-    epochs: int
-    best_metric: str
-    plateau: PlateauConfig | None
-    checkpointer: Any
-    logger: EpochLogger
-    progress: bool
-    frozen_train_step: Callable | None
-    frozen_epochs: int
-    prefetch: int
 
 
-def fit(
-    state,
-    *,
-    train_loader,
-    val_loader,
-    train_step: Callable,
-    eval_step: Callable,
-    mesh,
-    epochs: int,
-    loop: LoopState | None = None,
-    best_metric: str = "val_accuracy",
-    plateau: PlateauConfig | None = None,
-    checkpointer=None,
-    logger: EpochLogger | None = None,
-    progress: bool = True,
-    frozen_train_step: Callable | None = None,
-    frozen_epochs: int = 0,
-    prefetch: int = 2,
-):
-    """Train from `loop.epoch + 1` to `epochs`; returns `(state, loop)`.
+def fit(run: Run, state, loop: LoopState | None = None, *, checkpointer=None, logger: EpochLogger | None = None,
+        progress: bool | None = None):
+    """Train `run` from `state` and epoch `loop.epoch + 1` to `run.config.loop.epochs`; returns
+    `(state, loop)`.
 
     Each epoch: train, validate (when there is a `val_loader`), step the plateau schedule (torch
-    semantics, on `plateau.metric`), update early stopping (on `best_metric`), save the checkpoint
-    (kept as `last`, and as `best` when `best_metric` improved), log. Stops early on early
-    stopping, on a non-finite loss (the checkpoints saved so far are kept) and on Ctrl-C or
-    SIGTERM (the save in flight is finished, then the interrupt propagates: the caller reports,
-    and exits 130 / 143). `loop` is updated in place, so after either exception it still says
-    which epochs completed. Without a `val_loader` only training metrics exist to watch.
-    Epochs 1 to `frozen_epochs` train with `frozen_train_step` (the backbone frozen), the rest
-    with `train_step`; the epoch number decides, so a resumed run continues in its phase.
-    Batches are sharded onto the mesh `prefetch` ahead of the step (`prefetch_to_mesh`).
+    semantics, on `optim.plateau.metric`), update early stopping (on `loop.best_metric`), save
+    the checkpoint (kept as `last`, and as `best` when the best metric improved), log. Stops
+    early on early stopping, on a non-finite loss (the checkpoints saved so far are kept) and on
+    Ctrl-C or SIGTERM (the save in flight is finished, then the interrupt propagates: the caller
+    reports, and exits 130 / 143). `loop` is updated in place, so after either exception it
+    still says which epochs completed. Without a `val_loader` only training metrics exist to
+    watch. Epochs 1 to `steps.frozen_epochs` train with `steps.frozen_train_step` (the backbone
+    frozen), the rest with `steps.train_step`; the epoch number decides, so a resumed run
+    continues in its phase. Batches are sharded onto the mesh `data.prefetch` ahead of the step
+    (`prefetch_to_mesh`). `progress` (default: the config's) shows a per-step bar.
     """
-    if frozen_epochs and frozen_train_step is None:
-        raise ValueError(f"frozen_epochs={frozen_epochs} needs a frozen_train_step")
-    _check_watched_metrics((best_metric, *([plateau.metric] if plateau else [])), val_loader, state)
+    trainer = _Trainer(run, checkpointer, logger or LogLogger(),
+                       run.config.progress if progress is None else progress)
+    _check_watched_metrics((trainer.best_metric, *([trainer.plateau.metric] if trainer.plateau else [])),
+                           run.val_loader, state)
     loop = loop or LoopState()
-    logger = logger or LogLogger()
     if loop.early_stopping is not None and loop.early_stopping.should_stop:
-        logger.message(f"Nothing to train: this run already stopped early after epoch {loop.epoch}.")
+        trainer.logger.message(f"Nothing to train: this run already stopped early after epoch {loop.epoch}.")
         return state, loop
-    run = _FitRun(
-        train_loader=train_loader, val_loader=val_loader, train_step=train_step, eval_step=eval_step, mesh=mesh,
-        epochs=epochs, best_metric=best_metric, plateau=plateau, checkpointer=checkpointer, logger=logger,
-        progress=progress, frozen_train_step=frozen_train_step, frozen_epochs=frozen_epochs, prefetch=prefetch,
-    )
     loop.stop_reason = None  # an interrupted run continues
     try:
         with deferred_termination():
-            state = _run_epochs(run, state, loop)
+            state = trainer.run_epochs(state, loop)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM under jaxcnn.termination.handle_termination
-        _record_interrupt(run, loop, interrupt)
+        trainer.record_interrupt(loop, interrupt)
         raise
     if checkpointer is not None:
         checkpointer.wait()
     return state, loop
 
 
-def _run_epochs(run: _FitRun, state, loop: LoopState):
-    """Epochs `loop.epoch + 1` to `run.epochs`, until one sets `loop.stop_reason`; returns the state."""
-    first = loop.epoch + 1  # `loop.epoch` advances as epochs finish
-    for epoch in range(first, run.epochs + 1):
-        if run.frozen_epochs and epoch in (first, run.frozen_epochs + 1):  # the phase, once
-            run.logger.message(f"Epoch {epoch}: " + ("only the head learns (backbone frozen until epoch "
-                                                     f"{run.frozen_epochs})" if epoch <= run.frozen_epochs
-                                                     else "the whole network learns (backbone unfrozen)"))
-        state = _run_epoch(run, epoch, state, loop)
-        check_termination()
-        if loop.stop_reason:
-            run.logger.message(f"Stopping after epoch {epoch}: {loop.stop_reason}.")
-            break
-    return state
+@dataclasses.dataclass(frozen=True)
+class _Trainer:
+    """One `fit` call: the run, and where its epochs are saved and logged."""
 
+    run: Run
+    checkpointer: Any
+    logger: EpochLogger
+    progress: bool
 
-def _run_epoch(run: _FitRun, epoch: int, state, loop: LoopState):
-    """Train epoch `epoch` (with the frozen step in the frozen phase), stop on a non-finite loss,
-    validate, then `_finish_epoch`; returns the new state."""
-    bar = tqdm(total=len(run.train_loader), desc=f"Epoch {epoch}/{run.epochs}", leave=False,
-               disable=not run.progress or None)
-    with bar:
-        started = time.perf_counter()
-        step = run.frozen_train_step if epoch <= run.frozen_epochs else run.train_step
-        state, train = train_epoch(step, state, run.train_loader.epoch(epoch), run.mesh, progress=bar,
-                                   prefetch=run.prefetch)
-        train_seconds = time.perf_counter() - started
-    row = {"epoch": epoch, **_train_metrics(train)}
-    _stop_unless_finite(row["train_loss"], epoch, loop, run.logger)
-    if run.val_loader is not None:
-        row.update(_validation_metrics(run.eval_step, state, lambda: run.val_loader.epoch(epoch), run.mesh,
-                                       run.prefetch))
-    row.update(
-        lr=current_learning_rate(state.opt_state),
-        images_per_second=float(train["count"]) / train_seconds,
-        epoch_seconds=time.perf_counter() - started,
-    )
-    return _finish_epoch(run, epoch, state, loop, row)
+    @property
+    def epochs(self) -> int:
+        return self.run.config.loop.epochs
+
+    @property
+    def best_metric(self) -> str:
+        return self.run.config.loop.best_metric
+
+    @property
+    def plateau(self) -> PlateauConfig | None:
+        optim = self.run.config.optim
+        return optim.plateau if optim.schedule == "plateau" else None
+
+    @property
+    def prefetch(self) -> int:
+        return self.run.config.data.prefetch
+
+    def run_epochs(self, state, loop: LoopState):
+        """Epochs `loop.epoch + 1` to `epochs`, until one sets `loop.stop_reason`; returns the state."""
+        first, frozen_epochs = loop.epoch + 1, self.run.steps.frozen_epochs  # `loop.epoch` advances as epochs finish
+        for epoch in range(first, self.epochs + 1):
+            if frozen_epochs and epoch in (first, frozen_epochs + 1):  # the phase, once
+                self.logger.message(f"Epoch {epoch}: " + ("only the head learns (backbone frozen until epoch "
+                                                          f"{frozen_epochs})" if epoch <= frozen_epochs
+                                                          else "the whole network learns (backbone unfrozen)"))
+            state = self.run_epoch(epoch, state, loop)
+            check_termination()
+            if loop.stop_reason:
+                self.logger.message(f"Stopping after epoch {epoch}: {loop.stop_reason}.")
+                break
+        return state
+
+    def run_epoch(self, epoch: int, state, loop: LoopState):
+        """Train epoch `epoch` (with the frozen step in the frozen phase), stop on a non-finite
+        loss, validate, then `finish_epoch`; returns the new state."""
+        run, steps = self.run, self.run.steps
+        bar = tqdm(total=len(run.train_loader), desc=f"Epoch {epoch}/{self.epochs}", leave=False,
+                   disable=not self.progress or None)
+        with bar:
+            started = time.perf_counter()
+            step = steps.frozen_train_step if epoch <= steps.frozen_epochs else steps.train_step
+            state, train = train_epoch(step, state, run.train_loader.epoch(epoch), run.mesh, progress=bar,
+                                       prefetch=self.prefetch)
+            train_seconds = time.perf_counter() - started
+        row = {"epoch": epoch, **_train_metrics(train)}
+        _stop_unless_finite(row["train_loss"], epoch, loop, self.logger)
+        if run.val_loader is not None:
+            row.update(_validation_metrics(steps.eval_step, state, lambda: run.val_loader.epoch(epoch), run.mesh,
+                                           self.prefetch))
+        row.update(
+            lr=current_learning_rate(state.opt_state),
+            images_per_second=float(train["count"]) / train_seconds,
+            epoch_seconds=time.perf_counter() - started,
+        )
+        return self.finish_epoch(epoch, state, loop, row)
+
+    def finish_epoch(self, epoch: int, state, loop: LoopState, row: dict):
+        """The bookkeeping after epoch `epoch`'s metrics `row`: step the plateau schedule, update
+        early stopping, record the epoch in `loop`, save the checkpoint, log; returns the state."""
+        reduced, plateau = False, self.plateau
+        if plateau is not None:
+            opt_state, reduced = step_plateau(state.opt_state, row[plateau.metric], plateau)
+            state = state.replace(opt_state=opt_state)
+        if loop.early_stopping is not None:
+            loop.early_stopping = loop.early_stopping.update(row[self.best_metric])
+            if loop.early_stopping.should_stop:
+                loop.stop_reason = (
+                    f"early stopping: {self.best_metric} did not improve for {loop.early_stopping.patience} epochs"
+                )
+        loop.epoch = epoch
+        loop.history.append(row)
+        if self.checkpointer is not None:
+            self.checkpointer.save(epoch, state, meta=loop.to_json(), metrics=row)
+        self.logger.epoch_end(row, self.epochs)
+        if reduced:
+            self.logger.message(
+                f"{plateau.metric} did not improve for more than {plateau.patience} epochs: "
+                f"learning rate reduced to {current_learning_rate(state.opt_state):.3g}"
+            )
+        return state
+
+    def record_interrupt(self, loop: LoopState, interrupt: KeyboardInterrupt) -> None:
+        """After Ctrl-C / SIGTERM: finish the save in flight, then record and log where the run stopped."""
+        if self.checkpointer is not None:
+            self.checkpointer.wait()  # finish the save in flight; a second signal abandons it
+        saved = self.checkpointer.latest_epoch if self.checkpointer is not None else None
+        loop.stop_reason = f"interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}"
+        self.logger.message(
+            f"Interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}. "
+            f"Last checkpoint: {f'epoch {saved}' if saved else 'none yet'}."
+        )
 
 
 def _stop_unless_finite(train_loss: float, epoch: int, loop: LoopState, logger: EpochLogger) -> None:
@@ -297,41 +331,3 @@ def _stop_unless_finite(train_loss: float, epoch: int, loop: LoopState, logger: 
             "The checkpoints of earlier epochs are kept; try a lower optim.learning_rate."
         )
         raise NonFiniteLossError(loop.stop_reason)
-
-
-def _finish_epoch(run: _FitRun, epoch: int, state, loop: LoopState, row: dict):
-    """The bookkeeping after epoch `epoch`'s metrics `row`: step the plateau schedule, update early
-    stopping, record the epoch in `loop`, save the checkpoint, log; returns the state."""
-    reduced = False
-    if run.plateau is not None:
-        opt_state, reduced = step_plateau(state.opt_state, row[run.plateau.metric], run.plateau)
-        state = state.replace(opt_state=opt_state)
-    if loop.early_stopping is not None:
-        loop.early_stopping = loop.early_stopping.update(row[run.best_metric])
-        if loop.early_stopping.should_stop:
-            loop.stop_reason = (
-                f"early stopping: {run.best_metric} did not improve for {loop.early_stopping.patience} epochs"
-            )
-    loop.epoch = epoch
-    loop.history.append(row)
-    if run.checkpointer is not None:
-        run.checkpointer.save(epoch, state, meta=loop.to_json(), metrics=row)
-    run.logger.epoch_end(row, run.epochs)
-    if reduced:
-        run.logger.message(
-            f"{run.plateau.metric} did not improve for more than {run.plateau.patience} epochs: "
-            f"learning rate reduced to {current_learning_rate(state.opt_state):.3g}"
-        )
-    return state
-
-
-def _record_interrupt(run: _FitRun, loop: LoopState, interrupt: KeyboardInterrupt) -> None:
-    """After Ctrl-C / SIGTERM: finish the save in flight, then record and log where the run stopped."""
-    if run.checkpointer is not None:
-        run.checkpointer.wait()  # finish the save in flight; a second signal abandons it
-    saved = run.checkpointer.latest_epoch if run.checkpointer is not None else None
-    loop.stop_reason = f"interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}"
-    run.logger.message(
-        f"Interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}. "
-        f"Last checkpoint: {f'epoch {saved}' if saved else 'none yet'}."
-    )

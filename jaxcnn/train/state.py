@@ -54,6 +54,14 @@ def create_train_state(
     init_rng, state_rng = jax.random.split(rng)
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
     variables = jax.jit(lambda key: model.init({"params": key}, dummy, train=False))(init_rng)
+    return train_state_from_variables(variables, state_rng, model, optimizer, ema=ema)
+
+
+def train_state_from_variables(variables: dict, rng: jax.Array, model: nn.Module,
+                               optimizer: optax.GradientTransformation, *,
+                               ema: EmaConfig | None = None) -> TrainState:
+    """The state of step 0 around `variables` ({"params", "batch_stats"}): the optimizer
+    initialised on the params, `rng` for the steps. Works on shapes too (under `jax.eval_shape`)."""
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
     return TrainState(
@@ -61,7 +69,7 @@ def create_train_state(
         params=params,
         batch_stats=batch_stats,
         opt_state=optimizer.init(params),
-        rng=state_rng,
+        rng=rng,
         apply_fn=model.apply,
         tx=optimizer,
         ema=None if ema is None else init_ema(params, batch_stats, ema),

@@ -36,12 +36,11 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
 from jaxcnn.models import create_model, googlenet, lenet, resnet, vgg
+from jaxcnn.models.shapes import abstract_variables
 
 # (collection, Flax leaf name) -> torch parameter / buffer name.
 _LEAF_NAMES = {
@@ -216,8 +215,7 @@ def _cached_layout(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple
 def layout(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Entry]:
     """Every variable of `model` (built for `input_shape`) with its torch key and layout."""
     family = family_of(model)
-    dummy = jnp.zeros((1, *input_shape), jnp.float32)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, train=False))
+    shapes = {collection: tree for collection, tree in abstract_variables(model, input_shape).items() if tree}
     flattened = family.flattened(model, input_shape)
     entries = []
     for path, leaf in traverse_util.flatten_dict(shapes).items():
