@@ -13,12 +13,13 @@
 - `clip_grad_norm` clips the raw gradient's global norm before weight decay and the optimizer
   (torch's `clip_grad_norm_` before `optimizer.step()`; optax scales by max_norm / norm, torch
   by max_norm / (norm + 1e-6): a relative difference of 1e-6 / norm); `grad_accum_steps=K` wraps everything in
-  `optax.MultiSteps`: K train steps average their gradients into one update (see
-  `make_optimizer`).
+  `optax.MultiSteps`: K train steps average their gradients into one update, the last update of
+  an epoch the train steps left (see `make_optimizer`).
 """
 
 import collections
 import dataclasses
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -118,7 +119,7 @@ class OptimConfig:
     clip_grad_norm: float | None = option(None, "clip the global gradient norm to this before weight decay "
                                                 "and the optimizer (torch clip_grad_norm_)")
     grad_accum_steps: int = option(1, "average the gradients of this many batches into one update "
-                                      "(optax.MultiSteps); must divide the batches per epoch")
+                                      "(optax.MultiSteps); an epoch's last update averages the batches left")
 
     def __post_init__(self):
         check_choice("name", self.name, OPTIMIZERS)
@@ -152,36 +153,32 @@ def make_optimizer(config: OptimConfig, *, steps_per_epoch: int, epochs: int,
     `epochs` of `steps_per_epoch` train steps (batches).
 
     With `grad_accum_steps=K` the optimizer (clipping, decay, schedule, plateau scale: all of it)
-    runs once per K train steps on the mean of their K gradients (`optax.MultiSteps`); in between
-    it returns zero updates. The schedule therefore counts updates, `steps_per_epoch // K` per
-    epoch, and K must divide `steps_per_epoch` so that every epoch ends on an update (its
-    checkpoint and validation see no half-accumulated gradient). The K gradients are each a
-    masked mean over their batch, so K full batches average exactly as one batch of K*B; a batch
-    holding masked slots (read failures) weighs in as a whole batch.
+    runs on the mean of several train steps' gradients (`optax.MultiSteps`); in between it
+    returns zero updates. As in timm, an epoch of S train steps makes U = ceil(S / K) updates
+    (`updates_per_epoch`): each averages K train steps' gradients but the epoch's last, which
+    averages the S - K*(U-1) left (all S when K >= S). Every epoch thus ends on an update (its checkpoint and validation
+    see no half-accumulated gradient, and a resumed run continues exactly), and the schedule
+    counts updates, U per epoch. The gradients are each a masked mean over their batch, so K
+    full batches average exactly as one batch of K*B; a batch holding masked slots (read
+    failures) weighs in as a whole batch.
 
     `groups` (e.g. `jaxcnn.train.finetune.backbone_groups`) combines copies of the optimizer
     proper (SGD / Adam / AdamW with its weight decay) into one, e.g. per parameter group; they
     share the schedule, the clipping, the plateau scale and the accumulation around them.
     """
     accumulate = config.grad_accum_steps
-    if steps_per_epoch % accumulate:
-        raise ConfigError(
-            "optim.grad_accum_steps",
-            f"{accumulate} must divide the {steps_per_epoch} train steps per epoch, so that every epoch "
-            "ends on an optimizer update; choose another grad_accum_steps or batch size",
-        )
     onecycle = config.onecycle if config.schedule == "onecycle" else None
     cycle_momentum = onecycle is not None and onecycle.cycle_momentum
-    updates_per_epoch = steps_per_epoch // accumulate
+    updates = updates_per_epoch(steps_per_epoch, accumulate)
     hyperparams = {
         "learning_rate": make_schedule(
-            config.schedule, learning_rate=config.learning_rate, steps_per_epoch=updates_per_epoch,
+            config.schedule, learning_rate=config.learning_rate, steps_per_epoch=updates,
             epochs=epochs, warmup_epochs=config.warmup_epochs, milestones=config.milestones,
             gamma=config.gamma, onecycle=onecycle,
         )
     }
     if cycle_momentum:
-        hyperparams["momentum"] = onecycle_momentum_schedule(epochs * updates_per_epoch, onecycle)
+        hyperparams["momentum"] = onecycle_momentum_schedule(epochs * updates, onecycle)
 
     def grouped(learning_rate, momentum):
         if groups is None:
@@ -200,8 +197,34 @@ def make_optimizer(config: OptimConfig, *, steps_per_epoch: int, epochs: int,
     if config.schedule == "plateau":
         tx = optax.chain(tx, scale_by_plateau(config.plateau.mode))
     if accumulate > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
+        micro_steps = _micro_steps_per_update(steps_per_epoch, accumulate)
+        tx = optax.MultiSteps(tx, every_k_schedule=micro_steps).gradient_transformation()
     return tx
+
+
+def updates_per_epoch(steps_per_epoch: int, grad_accum_steps: int) -> int:
+    """Optimizer updates in an epoch of `steps_per_epoch` train steps: ceil(S / K), the last
+    one over the train steps left."""
+    return math.ceil(steps_per_epoch / grad_accum_steps)
+
+
+def _micro_steps_per_update(steps_per_epoch: int, accumulate: int) -> Callable[[jax.Array], jax.Array]:
+    """MultiSteps' `every_k_schedule`: the train steps averaged into update `g` (counted from 0
+    over the whole run), `accumulate` but for each epoch's last update, which takes those left.
+
+    optax 0.2.8's MultiSteps evaluates this with its `gradient_step` (updates applied so far),
+    which moves only when an update is emitted, so k holds through each accumulation; it emits
+    when `mini_step == k - 1`, then resets `mini_step` and the accumulator to 0; the accumulator
+    is a running mean (acc + (grad - acc) / (mini_step + 1)), so an update of k micro-steps
+    averages exactly those k gradients, whatever k is.
+    """
+    updates = updates_per_epoch(steps_per_epoch, accumulate)
+    last = steps_per_epoch - accumulate * (updates - 1)
+
+    def micro_steps(gradient_step: jax.Array) -> jax.Array:
+        return jnp.where(gradient_step % updates < updates - 1, accumulate, last)
+
+    return micro_steps
 
 
 def _base_optimizer(config: OptimConfig, learning_rate, momentum) -> optax.GradientTransformation:

@@ -18,7 +18,7 @@ class TrainState(struct.PyTreeNode):
     sharded and checkpointed as a whole; restoring its leaves resumes a run exactly.
     """
 
-    step: jax.Array  # int32 scalar: train steps taken (= optimizer updates * grad_accum_steps)
+    step: jax.Array  # int32 scalar: train steps (batches) taken, not updates (see optim.updates_per_epoch)
     params: Any
     batch_stats: Any  # {} for models without BatchNorm
     opt_state: optax.OptState  # holds the plateau scale when schedule == "plateau"
