@@ -38,7 +38,7 @@ def main(argv=None) -> dict:
                               input_shape=(args.image_size, args.image_size, 3), normalize=synthetic_stats(3))
     batch = shard_batch(synthetic_batch(args.batch, args.image_size, 3, args.classes, config.seed), mesh)
     state, compiled, compile_seconds = training.state, {}, {}
-    for name, step in (("frozen", training.frozen_train_step), ("full", training.train_step)):
+    for name, step in (("frozen", training.steps.frozen_train_step), ("full", training.train_step)):
         start = time.perf_counter()
         compiled[name] = step.lower(state, batch).compile()
         compile_seconds[name] = time.perf_counter() - start

@@ -19,6 +19,7 @@ s/epoch = (loop - bare) / epochs, the loop's cost per epoch, which carries over 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import tempfile
@@ -30,6 +31,7 @@ from jaxcnn.data import Loader, load_data
 from jaxcnn.report.run_log import RunLogger
 from jaxcnn.train import Checkpointer, InputNormalization, LoopState, fit
 from jaxcnn.train.evaluate import sum_metrics
+from jaxcnn.train.loop import LoopRun
 
 
 def loaders(data, batch_size: int, seed: int) -> tuple[Loader, Loader]:
@@ -54,9 +56,9 @@ def measure(arch: str, batch_size: int, args, run_dir: pathlib.Path) -> dict:
 
     def run_fit(epochs: int) -> None:
         nonlocal state, loop
-        state, loop = fit(state, train_loader=train_loader, val_loader=val_loader, train_step=setup.train_step,
-                          eval_step=setup.eval_step, mesh=mesh, epochs=loop.epoch + epochs, loop=loop,
-                          plateau=setup.training.plateau, checkpointer=checkpointer, logger=logger, progress=args.progress)
+        config = dataclasses.replace(setup.config, loop=dataclasses.replace(setup.config.loop, epochs=loop.epoch + epochs))
+        run = LoopRun(config, train_loader, val_loader, setup.training.steps, mesh)
+        state, loop = fit(run, state, loop, checkpointer=checkpointer, logger=logger, progress=args.progress)
 
     def device_batches(loader, epoch):
         return [jax.device_put(b, setup.batch["image"].sharding) for b in loader.epoch(epoch)]

@@ -151,7 +151,10 @@ def from_dict(cls, values: dict, path: str = ""):
             raise ConfigError(f"{path}{key}", f"unknown option.{hint} Valid: {', '.join(fields)}")
     kwargs = {}
     for name, value in values.items():
-        tp = unwrap_optional(field_type(cls, fields[name])) or object
+        declared = field_type(cls, fields[name])
+        tp = unwrap_optional(declared) or object
+        if not (value is None and tp is not declared):
+            _check_scalar_type(f"{path}{name}", tp, value)
         if is_section(tp):
             value = from_dict(tp, value or {}, f"{path}{name}.")
         elif typing.get_origin(tp) is tuple and isinstance(value, list):
@@ -165,6 +168,21 @@ def from_dict(cls, values: dict, path: str = ""):
         if path and not error.option.startswith(path):
             raise ConfigError(path + error.option, error.reason) from None
         raise
+
+
+_SCALAR_TYPES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_scalar_type(name: str, tp, value) -> None:
+    """A ConfigError unless `value` has the declared scalar type `tp` (a string such as "false"
+    is not a boolean: it would be truthy). Other types are checked by their section."""
+    if tp not in _SCALAR_TYPES:
+        return
+    ok = (isinstance(value, bool) if tp is bool else
+          isinstance(value, str) if tp is str else
+          isinstance(value, (int, float) if tp is float else int) and not isinstance(value, bool))
+    if not ok:
+        raise ConfigError(name, f"must be {_SCALAR_TYPES[tp]}, got {value!r} ({type(value).__name__})")
 
 
 def to_dict(config) -> dict:
@@ -219,7 +237,8 @@ def load_file(path) -> dict:
     """A config file as a nested dict: JSON (`.json`) or YAML (anything else).
 
     A run folder's `config.json` ({"config": ..., "environment": ...}) is accepted as it is,
-    so a finished run's config starts a new one.
+    so a finished run's config starts a new one: in a new run folder, since its recorded `out`
+    (the folder of the run it came from) is left out; give `out` (--out) to choose one.
     """
     path = pathlib.Path(path).expanduser()
     try:
@@ -243,7 +262,7 @@ def load_file(path) -> dict:
     if not isinstance(values, dict):
         raise ConfigError("config", f"{path} must hold a mapping of options, not {type(values).__name__}")
     if "config" in values and isinstance(values["config"], dict):
-        values = values["config"]
+        values = {name: value for name, value in values["config"].items() if name != "out"}
     return values
 
 

@@ -161,10 +161,10 @@ def test_resume_extends_a_finished_run_and_refuses_other_changes(tmp_path, capsy
         assert conflict in err
     assert "--epochs" not in err.split("change it:")[1].split(".")[0]  # --epochs may change
 
-    # A new run from the finished one's config.json: same options, another seed.
+    # A new run from the finished one's config.json: same options, another seed, a new folder.
     again = printed_config(capsys, ["--config", str(extended / "config.json"), "--seed", "1"])
     recorded = json.loads((extended / "config.json").read_text())["config"]
-    assert again == {**recorded, "seed": 1}
+    assert again == {**recorded, "seed": 1, "out": None}
 
     assert main(["--resume", str(extended), "--epochs", "4", "--lr", "1e-3", "--prefetch", "3", "--no-progress"]) == 0
     assert main(DEMO + ["--epochs", "4", "--out", str(straight)]) == 0

@@ -22,6 +22,9 @@ from jaxcnn.data.device import DeviceLoader, DeviceStore, choose_pipeline, in_me
 from jaxcnn.data.pipeline import Loader
 from jaxcnn.data.plan import epoch_draws, epoch_order
 from jaxcnn.data.splits import Subset
+from jaxcnn.builder import RunConfig
+from jaxcnn.train.loop import LoopRun
+from jaxcnn.train.spec import Steps
 from jaxcnn.train import InputNormalization, OptimConfig, compile_steps, create_train_state, make_mesh, make_optimizer, replicate, shard_batch
 from jaxcnn.train.loop import fit
 from train_helpers import TinyCNN
@@ -165,9 +168,10 @@ def test_fit_on_device_batches_gives_the_host_metrics():
         tx = make_optimizer(OptimConfig(name="sgd", learning_rate=0.05, schedule="constant"), steps_per_epoch=5,
                             epochs=2)
         state = create_train_state(jax.random.key(0), TinyCNN(num_classes=3), tx, (8, 8, 3))
-        _, loop = fit(replicate(state, mesh), train_loader=make(train=True, **options),
-                      val_loader=make(train=False, **options), train_step=train_step, eval_step=eval_step,
-                      mesh=mesh, epochs=2, progress=False)
+        config = RunConfig.from_dict({"loop": {"epochs": 2}, "optim": {"schedule": "constant"}, "progress": False})
+        run = LoopRun(config, make(train=True, **options), make(train=False, **options),
+                      Steps(train_step, eval_step, None, 0), mesh)
+        _, loop = fit(run, replicate(state, mesh))
         histories.append(loop.history)
     host, device = histories
     assert len(host) == len(device) == 2

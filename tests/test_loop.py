@@ -28,6 +28,19 @@ from jaxcnn.train import (
     make_optimizer,
     replicate,
 )
+from jaxcnn.builder import RunConfig
+from jaxcnn.train.loop import LoopRun
+from jaxcnn.train.spec import Steps
+
+
+def loop_run(train_loader, val_loader, train_step, eval_step, mesh, *, epochs=5, best_metric="val_accuracy",
+             plateau=None, prefetch=2, ema_decay=None) -> LoopRun:
+    """The run `fit` trains, from these parts and a config with these loop settings."""
+    optim = {"schedule": "plateau", "plateau": {"metric": plateau.metric}} if plateau else {"schedule": "constant"}
+    config = RunConfig.from_dict({"loop": {"epochs": epochs, "best_metric": best_metric, "ema_decay": ema_decay},
+                                  "optim": optim,
+                                  "data": {"prefetch": prefetch}, "progress": False})
+    return LoopRun(config, train_loader, val_loader, Steps(train_step, eval_step, None, 0), mesh)
 
 
 @pytest.mark.parametrize(
@@ -117,9 +130,8 @@ def test_non_finite_loss_stops_and_keeps_earlier_checkpoints(tmp_path):
     checkpointer = Checkpointer(tmp_path / "ckpt", best_metric="val_accuracy", best_mode="max")
     recorder = Recorder()
     with pytest.raises(NonFiniteLossError, match="epoch 2"):
-        fit(state, train_loader=ArrayLoader(), val_loader=ArrayLoader(seed=1), train_step=diverging_step,
-            eval_step=eval_step, mesh=mesh, epochs=5, checkpointer=checkpointer, logger=recorder,
-            progress=False)
+        fit(loop_run(ArrayLoader(), ArrayLoader(seed=1), diverging_step, eval_step, mesh), state,
+            checkpointer=checkpointer, logger=recorder)
     checkpointer.wait()
     assert [row["epoch"] for row in recorder.rows] == [1]
     assert checkpointer.latest_epoch == 1 and checkpointer.best_epoch == 1
@@ -144,9 +156,8 @@ def test_interrupt_finishes_the_save_in_flight_and_propagates(tmp_path, signum):
     recorder = Recorder()
     loop = LoopState()
     with handle_termination(), pytest.raises(KeyboardInterrupt) as raised:
-        fit(state, train_loader=ArrayLoader(), val_loader=ArrayLoader(seed=1), train_step=interrupted_step,
-            eval_step=eval_step, mesh=mesh, epochs=5, loop=loop, checkpointer=checkpointer, logger=recorder,
-            progress=False)
+        fit(loop_run(ArrayLoader(), ArrayLoader(seed=1), interrupted_step, eval_step, mesh), state, loop,
+            checkpointer=checkpointer, logger=recorder)
     assert exit_status(raised.value) == (143 if signum else 130)
     name = "SIGTERM" if signum else "SIGINT"
     assert loop.epoch == 1 and loop.stop_reason == f"interrupted by {name} during epoch 2"
@@ -166,9 +177,9 @@ def test_ema_and_top5_columns_and_an_ema_best_metric(tmp_path):
     train_step, eval_step = compile_steps(mesh)
     recorder = Recorder()
     with Checkpointer(tmp_path / "ckpt", best_metric="val_accuracy_ema") as checkpointer:
-        state, loop = fit(state, train_loader=ArrayLoader(), val_loader=ArrayLoader(seed=1), train_step=train_step,
-                          eval_step=eval_step, mesh=mesh, epochs=1, best_metric="val_accuracy_ema",
-                          checkpointer=checkpointer, logger=recorder, progress=False)
+        run = loop_run(ArrayLoader(), ArrayLoader(seed=1), train_step, eval_step, mesh, epochs=1,
+                       best_metric="val_accuracy_ema", ema_decay=0.5)
+        state, loop = fit(run, state, checkpointer=checkpointer, logger=recorder)
         assert checkpointer.best_epoch == 1
     (row,) = recorder.rows
     assert {"train_top5", "val_top5", "val_loss_ema", "val_accuracy_ema", "val_top5_ema"} <= set(row)
@@ -192,13 +203,14 @@ def test_fit_shards_prefetch_batches_ahead_of_the_step():
         seen.append(pulled[0])
         return train_step(state, batch)
 
-    fit(state, train_loader=CountingLoader(n_batches=6), val_loader=None, train_step=step, eval_step=eval_step,
-        mesh=mesh, epochs=1, best_metric="train_loss", logger=Recorder(), progress=False, prefetch=3)
+    fit(loop_run(CountingLoader(n_batches=6), None, step, eval_step, mesh, epochs=1, best_metric="train_loss",
+                 prefetch=3), state, logger=Recorder())
     assert seen == [4, 5, 6, 6, 6, 6]  # 3 ahead of the one the step takes, until the epoch runs out
 
 
 def test_an_ema_metric_needs_an_ema():
     state = types.SimpleNamespace(ema=None)  # checked before anything runs
     with pytest.raises(ValueError, match="'val_loss_ema' needs a state with an EMA"):
-        fit(state, train_loader=None, val_loader=object(), train_step=None, eval_step=None, mesh=None, epochs=1,
-            plateau=PlateauConfig(metric="val_loss_ema"), progress=False)
+        fit(loop_run(None, object(), None, None, None, epochs=1, plateau=PlateauConfig(metric="val_loss_ema"),
+                     ema_decay=0.5),
+            state)

@@ -10,7 +10,7 @@ from jaxcnn.train.early_stopping import EarlyStopping
 from jaxcnn.train.evaluate import EvalResult, evaluate
 from jaxcnn.train.finetune import FinetuneConfig, Freeze, backbone_groups, head_labels, scale_backbone_lr
 from jaxcnn.train.inputs import InputNormalization, prepare_inputs
-from jaxcnn.train.loop import LogLogger, LoopConfig, LoopState, NonFiniteLossError, fit
+from jaxcnn.train.loop import LogLogger, LoopConfig, LoopRun, LoopState, NonFiniteLossError, fit
 from jaxcnn.train.metrics import METRIC_MODES, metric_mode
 from jaxcnn.train.mixup import MixupConfig
 from jaxcnn.train.onecycle import OneCycleConfig, onecycle_schedule
@@ -24,6 +24,7 @@ from jaxcnn.train.optim import (
 )
 from jaxcnn.train.plateau import PlateauConfig, PlateauState, scale_by_plateau, step_plateau
 from jaxcnn.train.sharding import compile_steps, make_mesh, replicate, shard_batch
+from jaxcnn.train.spec import Steps, TrainingSpec, inference_target
 from jaxcnn.train.state import TrainState, create_train_state
 from jaxcnn.train.steps import cross_entropy, eval_step, mixed_cross_entropy, train_step
 
@@ -39,6 +40,7 @@ __all__ = [
     "Freeze",
     "LogLogger",
     "LoopConfig",
+    "LoopRun",
     "LoopState",
     "METRIC_MODES",
     "NonFiniteLossError",
@@ -50,7 +52,9 @@ __all__ = [
     "PlateauState",
     "Restored",
     "SCHEDULES",
+    "Steps",
     "TrainState",
+    "TrainingSpec",
     "UnreadableCheckpointError",
     "backbone_groups",
     "compile_steps",
@@ -61,6 +65,7 @@ __all__ = [
     "evaluate",
     "fit",
     "head_labels",
+    "inference_target",
     "make_mesh",
     "make_optimizer",
     "make_schedule",

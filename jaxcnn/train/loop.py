@@ -183,6 +183,18 @@ class Run(Protocol):
     mesh: Any
 
 
+@dataclasses.dataclass(frozen=True)
+class LoopRun:
+    """A `Run` from its parts, for research code that feeds `fit` its own loaders and steps
+    (`steps`: a `jaxcnn.train.spec.Steps`; `jaxcnn.build` makes the whole run instead)."""
+
+    config: Any
+    train_loader: Any
+    val_loader: Any
+    steps: Any
+    mesh: Any
+
+
 def fit(run: Run, state, loop: LoopState | None = None, *, checkpointer=None, logger: EpochLogger | None = None,
         progress: bool | None = None):
     """Train `run` from `state` and epoch `loop.epoch + 1` to `run.config.loop.epochs`; returns
