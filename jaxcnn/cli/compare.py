@@ -9,8 +9,10 @@ the figure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from jaxcnn.cli.errors import CommandError
 from jaxcnn.cli.trained import parse_and_run
 
 
@@ -24,10 +26,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from jaxcnn.report.compare import compare_runs, format_table
+    from jaxcnn.run_folder import CONFIG_NAME
 
     if not args.out.lower().endswith(".png"):
-        raise ValueError(f"--out must be a .png file, got {args.out!r}")
-    rows = compare_runs(args.runs, args.out)
+        raise CommandError(f"--out must be a .png file, got {args.out!r}")
+    runs = [path for path in args.runs if os.path.isfile(os.path.join(path, CONFIG_NAME))]
+    skipped = [path for path in args.runs if path not in runs]
+    if skipped:  # a glob such as runs/* also matches folders of failed starts, notes, old copies
+        print(f"note: skipped {len(skipped)} folder(s) that are not jaxcnn runs (no {CONFIG_NAME}): "
+              f"{', '.join(skipped)}", file=sys.stderr)
+    if not runs:
+        raise CommandError(f"none of the {len(args.runs)} given folders is a jaxcnn run (no {CONFIG_NAME})")
+    rows = compare_runs(runs, args.out)
     stem = args.out[:-4]
     print(f"{format_table(rows)}\n\nWrote {args.out}, {stem}.csv and {stem}.md")
     return 0

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn.errors import UserError
 from jaxcnn.models.cpu_conv import conv_general_dilated
 
 ModuleDef = Any
@@ -191,14 +192,19 @@ def _fits(size: int, windows: Sequence[Window]) -> bool:
     return True
 
 
+class InputSizeError(UserError, ValueError):
+    """Images smaller than a model's minimum input size; the message names the minimum."""
+
+
 def check_input(module: nn.Module, x: jax.Array, windows: Sequence[Window]) -> None:
-    """Raise a clear ValueError for a non-NHWC input or one too small for `windows`."""
+    """Raise a clear ValueError for a non-NHWC input, and an `InputSizeError` (the user's choice
+    of image size: a `UserError`) for one too small for `windows`."""
     name = module.name or type(module).__name__
     if x.ndim != 4:
         raise ValueError(f"{name} expects a batch of NHWC images (B, H, W, C); got shape {x.shape}")
     height, width = x.shape[1:3]
     if not (_fits(height, windows) and _fits(width, windows)):
         side = minimum_input_size(windows)
-        raise ValueError(
+        raise InputSizeError(
             f"{name} needs inputs of at least {side}x{side} pixels (its strides and pooling "
             f"reduce anything smaller to nothing); got {height}x{width}")
