@@ -67,8 +67,9 @@ def exit_with_parent(worker_index: int = 0, worker_count: int = 1) -> None:
     A daemon thread polls `os.getppid()`: when the parent dies, the worker is re-parented (to init
     or a subreaper), its parent pid changes, and the worker `os._exit`s. Why not the alternatives:
     - `prctl(PR_SET_PDEATHSIG)` fires when the *thread* that started the child exits, not the
-      process, and grain starts its workers from the short-lived threads of its interleave's
-      prefetch: the workers would be killed in the middle of a run. It is also Linux-only.
+      process, and grain 0.2.18 starts its workers from its own prefetch threads (checked:
+      `grain-thread-prefetch-...`), whose lifetime is grain's internal detail: a grain that ends
+      them sooner would kill healthy workers mid-run. It is also Linux-only.
     - `multiprocessing.parent_process().sentinel` (a pipe) stays open in every process forked from
       the parent (fork copies the descriptor), so the worker would outlive its parent while one lives.
     - Signal handlers or `atexit` in the parent do not run on SIGKILL.
