@@ -21,8 +21,9 @@ FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 
 
 @pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION), reason="apt install dataset-fashion-mnist")
-def test_real_fashion_mnist_found_automatically(tmp_path):
-    splits = load_data("fashion_mnist", str(tmp_path / "empty"), val_split=0.2, split_seed=42)
+def test_real_fashion_mnist_found_automatically(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./data/fashion_mnist: without a data.dir the Debian copy is found
+    splits = load_data("fashion_mnist", None, val_split=0.2, split_seed=42)
     train, test = splits.train.source, splits.test
     assert (len(train), len(test)) == (60000, 10000)
     assert (len(splits.train), len(splits.val)) == (48000, 12000)
@@ -65,15 +66,19 @@ def test_fashion_mnist_prefers_data_dir_over_the_system_copy(tmp_path):
 def test_missing_files_name_folders_files_and_download(tmp_path, monkeypatch):
     write_idx_set(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(DataNotFoundError) as error:
+    with pytest.raises(DataNotFoundError) as error:  # a given data.dir: only it is read, and named
         load_mnist(str(tmp_path), **SPLIT)
     message = str(error.value)
-    for text in ("t10k-labels-idx1-ubyte[.gz]", str(tmp_path), os.path.join(str(tmp_path), "MNIST", "raw"),
-                 "data.download"):
+    for text in ("t10k-labels-idx1-ubyte[.gz]", str(tmp_path), "data.download"):
         assert text in message
+    monkeypatch.chdir(tmp_path)  # holds no data/ folder
+    with pytest.raises(DataNotFoundError) as error:  # no data.dir: every folder searched is named
+        load_mnist(None, **SPLIT)
+    for text in (os.path.join("data", "mnist"), os.path.join("data", "mnist", "MNIST", "raw"), "data.download"):
+        assert text in str(error.value)
     monkeypatch.setattr(mnist, "FASHION_MNIST", dataclasses.replace(mnist.FASHION_MNIST, system_dirs=()))
     with pytest.raises(DataNotFoundError, match="apt install dataset-fashion-mnist"):
-        load_fashion_mnist(str(tmp_path / "none"), **SPLIT)
+        load_fashion_mnist(None, **SPLIT)
 
 
 def test_idx_validation(tmp_path):

@@ -2,9 +2,10 @@
 
 from jaxcnn.data.pipeline import Loader
 from jaxcnn.data.presets import list_datasets, load_data
-from jaxcnn.data.splits import DataNotFoundError, DataSplits, Source, Subset, stratified_split
+from jaxcnn.data.splits import DataError, DataNotFoundError, DataSplits, Source, Subset, stratified_split
 
 __all__ = [
+    "DataError",
     "DataNotFoundError",
     "DataSplits",
     "Loader",

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from jaxcnn.data.splits import DataSplits, Source, Subset, stratified_split
+from jaxcnn.data.splits import DataError, DataSplits, Source, Subset, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,19 @@ def channel_stats(images: Iterable[np.ndarray]) -> tuple[tuple[float, ...], tupl
     return tuple(round(float(m), 4) for m in mean / 255), tuple(round(float(s), 4) for s in std / 255)
 
 
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+    """A DataError naming `where` (a file) when a label is outside 0..num_classes-1: the file is
+    corrupt or of another dataset, and a wrong label would be trained on silently."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        raise DataError(f"{where} holds label {int(labels[bad[0]])} (record {int(bad[0])}), but its {num_classes}"
+                        f" classes have labels 0..{num_classes - 1}: it is corrupt or of another dataset.")
+
+
 def reject_cache(dataset: str, cache: bool) -> None:
     """`cache` decodes image files into memory; archive datasets are decoded there already."""
     if cache:
-        raise ValueError(
+        raise DataError(
             f"data.cache does not apply to {dataset}: it is decoded into memory already "
             "(cache is for image folders and TFDS datasets)."
         )

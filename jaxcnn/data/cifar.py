@@ -20,10 +20,10 @@ import zlib
 
 import numpy as np
 
-from jaxcnn.data.arrays import PUBLISHED_STATS, ArraySource, reject_cache, split_train
+from jaxcnn.data.arrays import PUBLISHED_STATS, ArraySource, check_labels, reject_cache, split_train
 from jaxcnn.data.download import Resource
 from jaxcnn.data.download import download as fetch
-from jaxcnn.data.splits import DataNotFoundError, DataSplits
+from jaxcnn.data.splits import DataError, DataNotFoundError, DataSplits, given_folder
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def load_cifar10(data_dir=None, *, val_split, split_seed, image_size=None, downl
                  label_mode=None, cache=False) -> DataSplits:
     """CIFAR-10: 50k train (split into train/val) and 10k test 32x32 RGB images, 10 classes."""
     if label_mode is not None:
-        raise ValueError(f"data.label_mode does not apply to cifar10 (it has one label); got {label_mode!r}")
+        raise DataError(f"data.label_mode does not apply to cifar10 (it has one label); got {label_mode!r}")
     return _load(CIFAR10, data_dir, "label", val_split, split_seed, download, cache)
 
 
@@ -125,13 +125,14 @@ def load_cifar100(data_dir=None, *, val_split, split_seed, image_size=None, down
     """CIFAR-100: like CIFAR-10 with 100 fine classes, or 20 superclasses (`label_mode="coarse"`)."""
     mode = label_mode or "fine"
     if mode not in CIFAR100.label_modes:
-        raise ValueError(f"cifar100 label_mode must be one of {list(CIFAR100.label_modes)}, got {label_mode!r}")
+        raise DataError(f"cifar100 label_mode must be one of {list(CIFAR100.label_modes)}, got {label_mode!r}")
     return _load(CIFAR100, data_dir, mode, val_split, split_seed, download, cache)
 
 
 def _load(dataset: _Dataset, data_dir, mode: str, val_split, split_seed, download, cache) -> DataSplits:
     reject_cache(dataset.name, cache)
-    data_dir = os.path.expanduser(data_dir or os.path.join("data", dataset.name))
+    # A given data.dir is the only place read (`locate` looks nowhere else); it must be a folder.
+    data_dir = given_folder(data_dir, may_create=download) if data_dir else os.path.join("data", dataset.name)
     found = locate(dataset, data_dir)
     if found is None:
         if not download:
@@ -150,6 +151,8 @@ def _load(dataset: _Dataset, data_dir, mode: str, val_split, split_seed, downloa
 
     def source(names: tuple[str, ...], split: str) -> ArraySource:
         parts = [_decode(members[n], fmt, labels, _where(path, fmt, n), records[n]) for n in names]
+        for n, (_, targets) in zip(names, parts):
+            check_labels(targets, len(class_names), _where(path, fmt, n))
         rows = np.concatenate([p[0] for p in parts])  # (N, 3072): R, G, B planes per image
         images = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # contiguous NHWC
         return ArraySource(images, np.concatenate([p[1] for p in parts]), class_names=class_names,
@@ -183,9 +186,9 @@ def _where(path: str, fmt: _Format, name: str) -> str:
     return os.path.join(path, name) if os.path.isdir(path) else f"{path}: {fmt.folder}/{name}"
 
 
-def _too_large(where: str, cap: int) -> ValueError:
-    return ValueError(f"{where} is larger than the {cap} bytes it can hold; it was not read (a corrupt file or a"
-                      " decompression bomb). Replace it with the published file.")
+def _too_large(where: str, cap: int) -> DataError:
+    return DataError(f"{where} is larger than the {cap} bytes it can hold; it was not read (a corrupt file or a"
+                     " decompression bomb). Replace it with the published file.")
 
 
 def read_members(path: str, fmt: _Format, caps: dict[str, int]) -> dict[str, bytes]:
@@ -212,16 +215,16 @@ def read_members(path: str, fmt: _Format, caps: dict[str, int]) -> dict[str, byt
                 if name and info.size > caps[name]:
                     raise _too_large(_where(path, fmt, name), caps[name])
                 if info.offset_data + info.size > total:  # even skipping it would decompress it all
-                    raise ValueError(f"{path}: {info.name} ({info.size} bytes) runs past the {total} bytes that"
-                                     f" {fmt.archive} can hold; it was not read. Delete {path} and fetch it again.")
+                    raise DataError(f"{path}: {info.name} ({info.size} bytes) runs past the {total} bytes that"
+                                    f" {fmt.archive} can hold; it was not read. Delete {path} and fetch it again.")
                 if name and info.isfile():
                     members[name] = tar.extractfile(info).read()
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise ValueError(f"{path} is truncated or corrupt ({error}). Delete it and fetch it again "
-                         "(data.download fetches the binary version).") from error
+        raise DataError(f"{path} is truncated or corrupt ({error}). Delete it and fetch it again "
+                        "(data.download fetches the binary version).") from error
     missing = [f"{fmt.folder}/{n}" for n in caps if n not in members]
     if missing:
-        raise ValueError(f"{path} is truncated or not the {fmt.archive} archive: it lacks {', '.join(missing)}.")
+        raise DataError(f"{path} is truncated or not the {fmt.archive} archive: it lacks {', '.join(missing)}.")
     return members
 
 
@@ -249,9 +252,9 @@ def unpickle(raw: bytes, where: str) -> dict:
         # latin1 maps Python 2 byte strings 1:1, which numpy needs to rebuild the pixel arrays.
         record = _BatchUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except Exception as error:  # a truncated or foreign pickle fails in many ways
-        raise ValueError(f"{where} is not a readable CIFAR pickle ({type(error).__name__}: {error}).") from error
+        raise DataError(f"{where} is not a readable CIFAR pickle ({type(error).__name__}: {error}).") from error
     if not isinstance(record, dict):
-        raise ValueError(f"{where} is not a CIFAR pickle: it holds a {type(record).__name__}, not a dict.")
+        raise DataError(f"{where} is not a CIFAR pickle: it holds a {type(record).__name__}, not a dict.")
     return {_text(k): v for k, v in record.items()}
 
 
@@ -260,18 +263,18 @@ def _decode(raw: bytes, fmt: _Format, labels: _Labels, where: str, records: int)
     if fmt.label_bytes:
         size = fmt.label_bytes + _PIXELS
         if len(raw) % size:
-            raise ValueError(f"{where} is truncated: {len(raw)} bytes is not a whole number of "
-                             f"{size}-byte records ({fmt.label_bytes} label byte(s) + {_PIXELS} pixels).")
+            raise DataError(f"{where} is truncated: {len(raw)} bytes is not a whole number of "
+                            f"{size}-byte records ({fmt.label_bytes} label byte(s) + {_PIXELS} pixels).")
         _check_count(where, len(raw) // size, records)
         rows = np.frombuffer(raw, np.uint8).reshape(-1, size)
         return rows[:, fmt.label_bytes:], rows[:, labels.byte].astype(np.int64)
     batch = unpickle(raw, where)
     if "data" not in batch or labels.key not in batch:
-        raise ValueError(f"{where} lacks 'data' or {labels.key!r}; its keys are {sorted(batch)}.")
+        raise DataError(f"{where} lacks 'data' or {labels.key!r}; its keys are {sorted(batch)}.")
     data, targets = np.asarray(batch["data"]), np.asarray(batch[labels.key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _PIXELS or len(targets) != len(data):
-        raise ValueError(f"{where}: expected data uint8 (N, {_PIXELS}) and N labels, got data "
-                         f"{data.dtype} {data.shape} and {len(targets)} labels.")
+        raise DataError(f"{where}: expected data uint8 (N, {_PIXELS}) and N labels, got data "
+                        f"{data.dtype} {data.shape} and {len(targets)} labels.")
     _check_count(where, len(data), records)
     return data, targets
 
@@ -280,8 +283,8 @@ def _check_count(where: str, found: int, expected: int) -> None:
     """A member must hold exactly its published number of images: a short one silently drops data."""
     if found != expected:
         held = "no images" if found == 0 else f"{found} images"
-        raise ValueError(f"{where} holds {held}, but the published file holds {expected}. It is truncated or"
-                         " not a CIFAR file: replace it with the published file.")
+        raise DataError(f"{where} holds {held}, but the published file holds {expected}. It is truncated or"
+                        " not a CIFAR file: replace it with the published file.")
 
 
 def _class_names(members: dict[str, bytes], fmt: _Format, labels: _Labels, path: str) -> tuple[str, ...]:
@@ -290,7 +293,7 @@ def _class_names(members: dict[str, bytes], fmt: _Format, labels: _Labels, path:
         return tuple(line.strip() for line in text.splitlines() if line.strip())
     meta = unpickle(members[fmt.meta], f"{path}: {fmt.meta}")
     if labels.names_key not in meta:
-        raise ValueError(f"{path}: {fmt.meta} lacks {labels.names_key!r}; its keys are {sorted(meta)}.")
+        raise DataError(f"{path}: {fmt.meta} lacks {labels.names_key!r}; its keys are {sorted(meta)}.")
     return tuple(_text(n) for n in meta[labels.names_key])
 
 
@@ -301,11 +304,11 @@ def _text(value) -> str:
 def _not_found_message(dataset: _Dataset, data_dir: str) -> str:
     looked = []
     for fmt in dataset.formats:
-        looked.append(f"  {os.path.join(data_dir, fmt.folder)}/  ({', '.join(fmt.train + (fmt.test,))}, ...)")
-        looked.append(f"  {os.path.join(data_dir, fmt.archive)}")
+        looked.append(f"{os.path.join(data_dir, fmt.folder)}/ ({', '.join(fmt.train + (fmt.test,))}, ...)")
+        looked.append(os.path.join(data_dir, fmt.archive))
     return (
-        f"{dataset.title} not found in {data_dir}. Looked for any of:\n" + "\n".join(looked) + "\n"
-        f"Set data.download to fetch {dataset.resource.urls[0]} (checksum-verified) into {data_dir}, "
+        f"{dataset.title} not found in {data_dir}: looked for any of {'; '.join(looked)}."
+        f" Set data.download to fetch {dataset.resource.urls[0]} (checksum-verified) into {data_dir}, "
         f"or put one of those archives there yourself (from {_HOME}cifar.html), "
         "or point data.dir at the folder that holds it."
     )

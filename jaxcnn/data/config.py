@@ -33,8 +33,8 @@ class DataConfig:
     download: bool = option(False, "download CIFAR/MNIST archives (checksum-verified)")
     cache: bool = option(False, "keep the decoded, resized images of a folder in memory")
     workers: int | str = option(
-        0, "data worker processes (0: in-process); auto: from the CPU count and the source (none on the CPU "
-           "backend, which uses every core for the step)", resume=True)
+        0, "data worker processes (0: in-process; at most the usable CPUs, with a warning); auto: from the CPU "
+           "count and the source (none on the CPU backend, which uses every core for the step)", resume=True)
     prefetch: int = option(2, "batches prepared ahead: by the loader's threads (or each worker) and, "
                               "already sharded, on the devices", resume=True)
     input_pipeline: str = option(

@@ -27,8 +27,9 @@ from PIL import Image
 
 from jaxcnn.data.arrays import channel_stats
 from jaxcnn.data.decode import ImageInfo, UnreadableImage, decode_image, probe_image
-from jaxcnn.data.scan import IMAGE_EXTENSIONS, list_images, printable, visible_dirs
-from jaxcnn.data.splits import DataNotFoundError, DataSplits, Subset, stratified_split
+from jaxcnn.data.scan import (IMAGE_EXTENSIONS, list_images, printable, reject_splits_as_classes, split_folder,
+                              visible_dirs)
+from jaxcnn.data.splits import DataError, DataNotFoundError, DataSplits, Subset, given_folder, stratified_split
 from jaxcnn.system import available_memory, usable_cpus
 
 MAX_DEFAULT_IMAGE_SIZE = 224  # a folder of smaller images (e.g. 28 px PNGs) defaults to their size
@@ -96,13 +97,13 @@ class ImageFolderSource:
         folders = visible_dirs(self.root)
         if class_names is None:
             if not folders:
-                raise ValueError(f"No class folders in {self.root!r}. {_LAYOUT}")
+                raise DataError(f"No class folders in {self.root!r}. {_LAYOUT}")
             if len(folders) == 1:
-                raise ValueError(f"{self.root!r} holds one class folder ({folders[0]!r}): a classifier needs at"
-                                 f" least 2 classes. {_LAYOUT}")
+                raise DataError(f"{self.root!r} holds one class folder ({folders[0]!r}): a classifier needs at"
+                                f" least 2 classes. {_LAYOUT}")
             class_names = folders
         elif extra := sorted(set(folders) - set(class_names)):
-            raise ValueError(
+            raise DataError(
                 f"{self.root!r} has class folders {extra} that the training folder lacks"
                 f" (training classes: {', '.join(class_names)})."
             )
@@ -126,11 +127,11 @@ class ImageFolderSource:
                       if name in folders]  # a val/test folder may lack a class; the training folder defines them
         paths, labels = list_images(self.root, class_dirs)
         if not paths:
-            raise ValueError(f"No images in {self.root!r}. {_LAYOUT}")
+            raise DataError(f"No images in {self.root!r}. {_LAYOUT}")
         present = set(labels)
         for label, class_dir in class_dirs:
             if label not in present:
-                raise ValueError(
+                raise DataError(
                     f"Class folder {class_dir!r} is empty: it holds no"
                     f" {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files."
                 )
@@ -151,7 +152,7 @@ class ImageFolderSource:
             class_dir = os.path.join(self.root, name)
             if name in folders and not np.any(self.labels == label):
                 skipped = [s for s in self.skipped_files() if s[0].startswith(class_dir + os.sep)]
-                raise ValueError(f"Class folder {class_dir!r} has no readable image (skipped: {skipped}).")
+                raise DataError(f"Class folder {class_dir!r} has no readable image (skipped: {skipped}).")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -204,7 +205,7 @@ class ImageFolderSource:
         log.info(f"data.cache: {shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} uint8 from {self.root}"
                  f" take {_gib(needed)} ({_gib(available) if available else 'unknown'} available)")
         if available is not None and needed > CACHE_MEMORY_FRACTION * available:
-            raise ValueError(
+            raise DataError(
                 f"data.cache needs {_gib(needed)} for {self.root} but only {_gib(available)} of memory is"
                 f" available; drop data.cache or use a smaller data.image_size."
             )
@@ -234,7 +235,7 @@ class ImageFolderSource:
         with concurrent.futures.ThreadPoolExecutor(usable_cpus()) as pool:  # Pillow decodes without the GIL
             images = [record["image"] for record in pool.map(self.__getitem__, picks) if record is not None]
         if not images:
-            raise ValueError(f"No readable image in {self.root!r} to compute normalization statistics from.")
+            raise DataError(f"No readable image in {self.root!r} to compute normalization statistics from.")
         return channel_stats(images)
 
     @property
@@ -260,17 +261,11 @@ CATDOG_URL = "https://www.kaggle.com/datasets/tongpython/cat-and-dog"
 DEMO_ROOT = os.path.join(os.path.dirname(__file__), "demo")
 
 
-def _subfolder(root: str, names: tuple[str, ...]) -> str | None:
-    """The first of `names` (case-insensitive) that is a folder in `root`."""
-    by_lower = {name.lower(): name for name in visible_dirs(root)}
-    return next((os.path.join(root, by_lower[n]) for n in names if n in by_lower), None)
-
-
 def _reject_archive_options(dataset: str, download: bool, label_mode) -> None:
     if download:
-        raise ValueError(f"data.download does not apply to {dataset}: image folders are read from disk as they are.")
+        raise DataError(f"data.download does not apply to {dataset}: image folders are read from disk as they are.")
     if label_mode is not None:
-        raise ValueError(f"data.label_mode applies to cifar100 only, not to {dataset}.")
+        raise DataError(f"data.label_mode applies to cifar100 only, not to {dataset}.")
 
 
 def folder_splits(name: str, train_dir: str, val_dir: str | None, test_dir: str | None, *, val_split: float,
@@ -315,39 +310,52 @@ def load_image_folder(data_dir, *, val_split, split_seed, image_size=None, downl
     _reject_archive_options("an image folder", download, label_mode)
     root = os.path.expanduser(os.fspath(data_dir)) if data_dir is not None else ""
     if not os.path.isdir(root):
-        raise DataNotFoundError(f"Image folder {root!r} not found. {_LAYOUT}")
-    train_dir = _subfolder(root, ("train", "training"))
-    val_dir = _subfolder(root, ("val", "valid", "validation")) if train_dir else None
-    test_dir = _subfolder(root, ("test", "testing")) if train_dir else None
+        problem = "is a file, not a folder" if os.path.isfile(root) else "not found"
+        raise DataNotFoundError(f"Image folder {root!r} {problem}. {_LAYOUT}")
+    train_dir = split_folder(root, "train")
+    val_dir = split_folder(root, "val") if train_dir else None
+    test_dir = split_folder(root, "test") if train_dir else None
+    if train_dir is None:
+        reject_splits_as_classes(root)
     return folder_splits(os.path.basename(os.path.normpath(root)), train_dir or root, val_dir, test_dir,
                          val_split=val_split, split_seed=split_seed, image_size=image_size, cache=cache)
 
 
 def _kaggle_split_dir(root: str, name: str) -> str | None:
-    """Kaggle's zip nests each split twice (training_set/training_set/cats); accept one level too."""
-    for candidate in (os.path.join(root, name, name), os.path.join(root, name)):
-        if os.path.isdir(candidate):
-            return candidate
-    return None
+    """Kaggle's zip nests each split twice (training_set/training_set/cats); accept one level too,
+    but not both at once (which of them holds the data cannot be guessed)."""
+    outer = os.path.join(root, name)
+    if not os.path.isdir(outer):
+        return None
+    inner = os.path.join(outer, name)
+    if not os.path.isdir(inner):
+        return outer
+    if others := [d for d in visible_dirs(outer) if d != name]:
+        raise DataError(f"{outer!r} holds both {name}/ (Kaggle's doubled folder) and class folders {others}:"
+                        " keep one of the two layouts.")
+    return inner
+
+
+def _catdog_layout(root: str) -> str:
+    splits = [f"{root}/{s}/{s}/{c}/*.jpg" for s in ("training_set", "test_set") for c in ("cats", "dogs")]
+    return (f"Expected the Kaggle \"cat-and-dog\" layout {splits[0]}, {splits[1]} and, optionally for the final"
+            f" test, {splits[2]}, {splits[3]} (training_set/cats/... without the doubled folder works too)."
+            f" Download it from {CATDOG_URL} (or `kaggle datasets download tongpython/cat-and-dog`), unzip it"
+            f" into {root}, or point data.dir at the folder holding training_set/.")
 
 
 def load_catdog(data_dir=None, *, val_split, split_seed, image_size=None, download=False, label_mode=None,
                 cache=False) -> DataSplits:
     """`--data catdog`: Kaggle "cat-and-dog" (8005 train, 2023 test photos); 224 px by default."""
     _reject_archive_options("catdog", download, label_mode)
-    root = os.path.expanduser(os.fspath(data_dir)) if data_dir is not None else os.path.join("data", "catdog")
+    if data_dir:  # the only place read
+        given = os.path.expanduser(os.fspath(data_dir))
+        root = given_folder(given, _catdog_layout(given))
+    else:
+        root = os.path.join("data", "catdog")
     train_dir = _kaggle_split_dir(root, "training_set")
     if train_dir is None:
-        raise DataNotFoundError(
-            f"Cat-and-dog images not found in {root!r}. Expected the Kaggle \"cat-and-dog\" layout:\n"
-            f"  {root}/training_set/training_set/cats/*.jpg\n"
-            f"  {root}/training_set/training_set/dogs/*.jpg\n"
-            f"  {root}/test_set/test_set/cats/*.jpg   (optional: the final test)\n"
-            f"  {root}/test_set/test_set/dogs/*.jpg\n"
-            "(training_set/cats/... without the doubled folder works too).\n"
-            f"Download it from {CATDOG_URL} (or `kaggle datasets download tongpython/cat-and-dog`),"
-            f" unzip it into {root}, or point data.dir at the folder holding training_set/."
-        )
+        raise DataNotFoundError(f"Cat-and-dog images not found in {root!r}. {_catdog_layout(root)}")
     return folder_splits("catdog", train_dir, None, _kaggle_split_dir(root, "test_set"), val_split=val_split,
                          split_seed=split_seed, image_size=image_size or MAX_DEFAULT_IMAGE_SIZE, cache=cache,
                          default_hflip=0.3)  # the tutorial's RandomHorizontalFlip(p=0.3)
@@ -358,7 +366,7 @@ def load_demo(data_dir=None, *, val_split, split_seed, image_size=None, download
     """`--data demo`: 1,500 train + 400 test real Fashion-MNIST images (28x28 gray) shipped in the package."""
     _reject_archive_options("demo", download, label_mode)
     if data_dir is not None:
-        raise ValueError("data.dir does not apply to demo: its images ship inside the jaxcnn package.")
+        raise DataError("data.dir does not apply to demo: its images ship inside the jaxcnn package.")
     if not os.path.isdir(os.path.join(DEMO_ROOT, "train")):
         raise DataNotFoundError(f"The demo images are missing from {DEMO_ROOT}; regenerate them with"
                                 " `python scripts/make_demo_dataset.py`.")

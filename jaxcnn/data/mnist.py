@@ -1,9 +1,11 @@
 """MNIST and Fashion-MNIST from their four idx files (`.gz` or uncompressed).
 
-Looked for in `data_dir` (default `./data/mnist`, `./data/fashion_mnist`), in the
-`MNIST/raw/` / `FashionMNIST/raw/` folder torchvision downloads into under it, and for
-Fashion-MNIST in Debian's `/usr/share/datasets/fashion-mnist/` (`apt install
-dataset-fashion-mnist`). Validation is a stratified, seeded part of the 60k training images.
+A `data_dir` the user gives is the only place read: the files in it, or in the `MNIST/raw/` /
+`FashionMNIST/raw/` folder torchvision downloads into under it; a file missing there is an error,
+even when another copy exists. Without one, the first complete copy of `./data/mnist`
+(`./data/fashion_mnist`), the torchvision folder under it and, for Fashion-MNIST, Debian's
+`/usr/share/datasets/fashion-mnist/` (`apt install dataset-fashion-mnist`) is read.
+Validation is a stratified, seeded part of the 60k training images.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import zlib
 
 import numpy as np
 
-from jaxcnn.data.arrays import PUBLISHED_STATS, ArraySource, reject_cache, split_train
+from jaxcnn.data.arrays import PUBLISHED_STATS, ArraySource, check_labels, reject_cache, split_train
 from jaxcnn.data.download import Resource
 from jaxcnn.data.download import download as fetch
-from jaxcnn.data.splits import DataNotFoundError, DataSplits
+from jaxcnn.data.splits import DataError, DataNotFoundError, DataSplits, given_folder
 
 log = logging.getLogger(__name__)
 
@@ -106,36 +108,72 @@ def load_fashion_mnist(data_dir=None, *, val_split, split_seed, image_size=None,
 
 def _load(dataset: _Dataset, data_dir, val_split, split_seed, download, label_mode, cache) -> DataSplits:
     if label_mode is not None:
-        raise ValueError(f"data.label_mode does not apply to {dataset.name} (it has one label); got {label_mode!r}")
+        raise DataError(f"data.label_mode does not apply to {dataset.name} (it has one label); got {label_mode!r}")
     reject_cache(dataset.name, cache)
-    data_dir = os.path.expanduser(data_dir or os.path.join("data", dataset.name))
-    candidates = [data_dir, os.path.join(data_dir, dataset.torchvision_folder, "raw"), *dataset.system_dirs]
-    found = {d: {n: _find(d, n) for split in _SPLITS.values() for n in split[:2]} for d in candidates}
-    folder = next((d for d in candidates if all(found[d].values())), None)
-    if folder is None:
-        if not download:
-            raise DataNotFoundError(_not_found_message(dataset, data_dir, candidates))
-        for name, path in found[data_dir].items():
-            if path is None:
-                fetch(dataset.resource(name), data_dir)
-        folder = data_dir
-        found[folder] = {n: _find(folder, n) for n in found[folder]}
+    if data_dir:
+        folder, found = _read_given(dataset, given_folder(data_dir, may_create=download), download)
+    else:
+        folder, found = _search(dataset, download)
     log.info("%s: reading %s", dataset.title, folder)
     mean, std = PUBLISHED_STATS[dataset.name]
 
     def source(split: str) -> ArraySource:
         images_file, labels_file, count = _SPLITS[split]
-        images = read_idx(found[folder][images_file], (count, _SIDE, _SIDE))
-        labels = read_idx(found[folder][labels_file], (count,))
+        images = read_idx(found[images_file], (count, _SIDE, _SIDE))
+        labels = read_idx(found[labels_file], (count,))
         if len(images) != len(labels):
-            raise ValueError(f"{folder}: {images_file} has {len(images)} images but {labels_file} "
-                             f"has {len(labels)} labels.")
+            raise DataError(f"{folder}: {images_file} has {len(images)} images but {labels_file} "
+                            f"has {len(labels)} labels.")
+        check_labels(labels, len(dataset.class_names), found[labels_file])
         return ArraySource(images[..., None], labels, class_names=dataset.class_names, mean=mean,
                            std=std, name=f"{dataset.name}/{split}")
 
     return split_train(dataset.name, source("train"), source("test"), val_split=val_split,
                        split_seed=split_seed, default_image_size=28,
                        default_augment=dataset.default_augment)
+
+
+def _read_given(dataset: _Dataset, root: str, download: bool) -> tuple[str, dict[str, str]]:
+    """(folder, idx file -> path) in the folder the user named: only there, never another copy.
+
+    The files are read from `root`, or from the torchvision layout under it (`<root>/FashionMNIST/raw/`)
+    when `root` holds none of them itself. Missing files are fetched into that folder with `download`,
+    else a DataNotFoundError names them.
+    """
+    under = os.path.join(root, dataset.torchvision_folder, "raw")
+    folder = next((d for d in (root, under) if any(_files(d).values())), root)
+    missing = [n for n, path in _files(folder).items() if path is None]
+    if missing and not download:
+        raise DataNotFoundError(_missing_message(dataset, folder, missing))
+    for name in missing:
+        fetch(dataset.resource(name), folder)
+    return folder, _files(folder)
+
+
+def _search(dataset: _Dataset, download: bool) -> tuple[str, dict[str, str]]:
+    """(folder, idx file -> path) without a data.dir: the first complete one of `_default_folders`,
+    else a download into `./data/<name>` (with `download`) or a DataNotFoundError naming them all."""
+    candidates = _default_folders(dataset)
+    folder = next((d for d in candidates if all(_files(d).values())), None)
+    if folder is None:
+        if not download:
+            raise DataNotFoundError(_not_found_message(dataset, candidates))
+        folder = candidates[0]
+        for name, path in _files(folder).items():
+            if path is None:
+                fetch(dataset.resource(name), folder)
+    return folder, _files(folder)
+
+
+def _default_folders(dataset: _Dataset) -> list[str]:
+    """Where a dataset is looked for without a data.dir, in this order."""
+    default = os.path.join("data", dataset.name)
+    return [default, os.path.join(default, dataset.torchvision_folder, "raw"), *dataset.system_dirs]
+
+
+def _files(folder: str) -> dict[str, str | None]:
+    """Each of the four idx file names -> its path in `folder` (see `_find`), or None."""
+    return {name: _find(folder, name) for split in _SPLITS.values() for name in split[:2]}
 
 
 def _find(folder: str, name: str) -> str | None:
@@ -162,13 +200,13 @@ def read_idx(path: str, shape: tuple[int, ...]) -> np.ndarray:
             size = math.prod(declared)
             data = f.read(size + 1)  # reaching the end also checks the gzip CRC
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise ValueError(f"{path} is a truncated or corrupt gzip file ({error}).") from error
+        raise DataError(f"{path} is a truncated or corrupt gzip file ({error}).") from error
     if len(data) > size:
-        raise ValueError(f"{path} is too long: it holds more than the {header_size + size} bytes its header"
-                         f" declares for {declared} values (refused unread: a corrupt file or a decompression bomb).")
+        raise DataError(f"{path} is too long: it holds more than the {header_size + size} bytes its header"
+                        f" declares for {declared} values (refused unread: a corrupt file or a decompression bomb).")
     if len(data) < size:
-        raise ValueError(f"{path} is truncated: {header_size + len(data)} bytes, but its header promises {declared}"
-                         f" values ({header_size + size} bytes).")
+        raise DataError(f"{path} is truncated: {header_size + len(data)} bytes, but its header promises {declared}"
+                        f" values ({header_size + size} bytes).")
     return np.frombuffer(data, np.uint8).reshape(declared)
 
 
@@ -177,28 +215,43 @@ def _idx_header(header: bytes, path: str, shape: tuple[int, ...]) -> tuple[int, 
     ndim = len(shape)
     magic = header[:4]
     if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != _UBYTE or magic[3] != ndim:
-        raise ValueError(f"{path} is not an idx file of {ndim}-D uint8 data: its magic number is "
-                         f"{magic.hex() or 'missing'}, expected 0000080{ndim}.")
+        raise DataError(f"{path} is not an idx file of {ndim}-D uint8 data: its magic number is "
+                        f"{magic.hex() or 'missing'}, expected 0000080{ndim}.")
     if len(header) < 4 + 4 * ndim:
-        raise ValueError(f"{path} is truncated: {len(header)} bytes, shorter than its {4 + 4 * ndim}-byte header.")
+        raise DataError(f"{path} is truncated: {len(header)} bytes, shorter than its {4 + 4 * ndim}-byte header.")
     declared = struct.unpack(f">{ndim}I", header[4:])
     if declared[0] == 0:
-        raise ValueError(f"{path} holds no records: its header declares shape {declared}.")
+        raise DataError(f"{path} holds no records: its header declares shape {declared}.")
     if declared[0] > shape[0] or declared[1:] != shape[1:]:
         record = "x".join(map(str, shape[1:])) + " bytes" if ndim > 1 else "1 byte"
-        raise ValueError(f"{path} declares shape {declared}; this dataset's file holds at most {shape[0]} records"
-                         f" of {record}.")
+        raise DataError(f"{path} declares shape {declared}; this dataset's file holds at most {shape[0]} records"
+                        f" of {record}.")
     return declared
 
 
-def _not_found_message(dataset: _Dataset, data_dir: str, candidates: list[str]) -> str:
-    files = ", ".join(n + "[.gz]" for split in _SPLITS.values() for n in split[:2])
-    where = "\n".join(f"  {d}/" for d in candidates)
+def _with_gz(names) -> str:
+    return ", ".join(n + "[.gz]" for n in names)
+
+
+def _missing_message(dataset: _Dataset, folder: str, missing: list[str]) -> str:
+    """The idx files `folder` (the user's data.dir) lacks, and a complete copy elsewhere if there is one."""
+    message = (f"{dataset.title}: {folder} lacks {_with_gz(missing)} (data.dir is the only place read). Put"
+               f" them there, set data.download to fetch them (checksum-verified) from {dataset.mirrors[0]},"
+               " or point data.dir at the folder that holds all four idx files.")
+    elsewhere = [d for d in _default_folders(dataset) if all(_files(d).values())
+                 and os.path.realpath(d) != os.path.realpath(folder)]
+    if elsewhere:
+        message += f" A complete copy is in {elsewhere[0]}: point data.dir at it to use it."
+    return message
+
+
+def _not_found_message(dataset: _Dataset, candidates: list[str]) -> str:
+    files = _with_gz(n for split in _SPLITS.values() for n in split[:2])
     hint = ""
     if dataset is FASHION_MNIST:
         hint = " On Debian/Ubuntu, `apt install dataset-fashion-mnist` provides them."
     return (
-        f"{dataset.title} not found. Looked for the four idx files ({files}) in:\n{where}\n"
-        f"Set data.download to fetch them (checksum-verified) from {dataset.mirrors[0]} into "
-        f"{data_dir}, or point data.dir at the folder that holds them.{hint}"
+        f"{dataset.title} not found: looked for its four idx files ({files}) in {', '.join(candidates)}."
+        f" Set data.download to fetch them (checksum-verified) from {dataset.mirrors[0]} into "
+        f"{candidates[0]}, or point data.dir at the folder that holds them.{hint}"
     )

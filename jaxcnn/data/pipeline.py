@@ -50,7 +50,9 @@ from absl import flags
 
 from jaxcnn.data.autoaugment import ERASE_KEY, RandomErasing
 from jaxcnn.data.plan import EpochShuffle, PlannedMap, is_planned
+from jaxcnn.data.splits import DataError
 from jaxcnn.data.transforms import Normalize, ToChannels, as_size, build_transforms
+from jaxcnn.data.workers import cap_workers, exit_with_parent
 
 # Pillow / ITU-R 601-2 weights, to turn RGB statistics into gray ones.
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -154,10 +156,10 @@ def _check_loader_arguments(source, batch_size, workers: int, prefetch: int, pro
 
 def batches_per_epoch(num_examples: int, batch_size: int, train: bool) -> int:
     """Whole batches for training (the remainder is dropped), every example's batch for evaluation
-    (the last one padded); a ValueError when training would see no batch at all."""
+    (the last one padded); a DataError when training would see no batch at all."""
     num_batches = num_examples // batch_size if train else math.ceil(num_examples / batch_size)
     if num_batches == 0:
-        raise ValueError(
+        raise DataError(
             f"the training split has {num_examples} examples, fewer than one batch of {batch_size}; "
             "lower data.batch_size"
         )
@@ -193,7 +195,8 @@ class Loader:
       augment: a recipe or comma list of ops (`jaxcnn.data.transforms`); eval uses its eval side.
       hflip: probability of the recipe's horizontal flip.
       seed: shuffle and augmentation seed.
-      workers: worker processes (0: in this process).
+      workers: worker processes (0: in this process), at most the usable CPUs (`cap_workers`); each
+        ends when this process does, however it ends (`exit_with_parent`).
       prefetch: batches prepared ahead: reader threads in this process when workers == 0, the
         buffer of each worker otherwise; 0 reads synchronously.
       channels: output channels (1 or 3); default the source's.
@@ -224,7 +227,7 @@ class Loader:
         self.batch_size = batch_size
         self.local_batch_size = batch_size // process_count
         self.train = train
-        self.workers = workers
+        self.workers = cap_workers(workers)
         self.prefetch = prefetch
         self.seed = seed
         channels = channels or source.channels
@@ -282,9 +285,10 @@ class Loader:
                 grain.ReadOptions(num_threads=self.prefetch, prefetch_buffer_size=self.prefetch)
             )
             if self.workers:
-                ds = ds.mp_prefetch(
-                    grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=max(self.prefetch, 1))
-                )
+                options = grain.MultiprocessingOptions(num_workers=self.workers,
+                                                       per_worker_buffer_size=max(self.prefetch, 1))
+                # No orphaned workers when this process is killed (see `exit_with_parent`).
+                ds = ds.mp_prefetch(options, worker_init_fn=exit_with_parent)
             self._iterator = iter(ds)
         self._next_batch = None  # unknown until `next` returns (it may raise)
         batch = next(self._iterator)

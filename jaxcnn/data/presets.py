@@ -6,7 +6,7 @@ import difflib
 import importlib
 import os
 
-from jaxcnn.data.splits import DataSplits
+from jaxcnn.data.splits import DataError, DataSplits
 
 # name -> "module:function"; every loader is `fn(data_dir, *, val_split, split_seed, image_size=None,
 # download=False, label_mode=None, cache=False) -> DataSplits`, and rejects a set option it cannot honour.
@@ -50,17 +50,23 @@ def load_data(
     if os.path.isdir(os.path.expanduser(name)):
         from jaxcnn.data.folder import load_image_folder
 
+        if data_dir:  # two places named for one dataset: which is meant cannot be guessed
+            raise DataError(f"data.dir ({data_dir}) does not apply to an image folder: data.name ({name}) is the"
+                            " folder read. Drop data.dir, or give the folder as data.name only.")
         return load_image_folder(os.path.expanduser(name), val_split=val_split, split_seed=split_seed, **options)
-    raise ValueError(_unknown_dataset(name))
+    raise DataError(_unknown_dataset(name))
 
 
 def check_dataset_name(name: str) -> None:
-    """A ValueError listing the valid names unless `name` is a dataset, `tfds:NAME` or a folder."""
+    """A DataError listing the valid names unless `name` is a dataset, `tfds:NAME` or a folder."""
     if not (name in _LOADERS or name.startswith(TFDS_PREFIX) or os.path.isdir(os.path.expanduser(name))):
-        raise ValueError(_unknown_dataset(name))
+        raise DataError(_unknown_dataset(name))
 
 
 def _unknown_dataset(name: str) -> str:
+    if os.path.isfile(os.path.expanduser(name)):
+        return (f"{name} is a file: a dataset path must be a folder of images (PATH/<class>/<image>, or"
+                f" PATH/train/<class>/<image>); dataset names are {', '.join(list_datasets()[:-1])}.")
     close = difflib.get_close_matches(name, list(_LOADERS), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return (f"Unknown dataset {name!r}.{hint} Valid names: {', '.join(list_datasets())}"

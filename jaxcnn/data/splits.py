@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -12,6 +13,32 @@ from jaxcnn.errors import UserError
 
 class DataNotFoundError(UserError, FileNotFoundError):
     """A dataset is not where it should be; the message says the expected layout and how to get it."""
+
+
+class DataError(UserError, ValueError):
+    """The data or a data option cannot be used as given: an unknown dataset name, a corrupt or
+    foreign file, a folder of the wrong layout, an option the dataset does not take."""
+
+
+def given_folder(path: str | os.PathLike, hint: str = "", *, may_create: bool = False) -> str:
+    """`path` (`data.dir` as the user gave it, `~` expanded), checked to be an existing folder
+    (or, with `may_create` (a download into it), a path where none exists yet).
+
+    A folder the user names is the only place its dataset is read from, so a path that does not
+    exist or is a file is a DataNotFoundError naming it (then `hint`), never a reason to look elsewhere.
+    """
+    folder = os.path.expanduser(os.fspath(path))
+    if os.path.isdir(folder) or (may_create and not os.path.lexists(folder)):
+        return folder
+    if os.path.isfile(folder):
+        problem = "is a file, not a folder: point data.dir at the folder that holds the dataset's files"
+    elif os.path.islink(folder):
+        problem = f"is a broken symlink (to {os.readlink(folder)}, which does not exist)"
+    elif os.path.exists(folder):
+        problem = "is not a folder"
+    else:
+        problem = "does not exist"
+    raise DataNotFoundError(f"data.dir {folder} {problem}." + (f" {hint}" if hint else ""))
 
 
 class Source(Protocol):

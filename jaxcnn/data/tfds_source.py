@@ -13,7 +13,8 @@ import logging
 import numpy as np
 
 from jaxcnn.data.arrays import PUBLISHED_STATS, ArraySource, channel_stats
-from jaxcnn.data.splits import DataNotFoundError, DataSplits, Subset, stratified_split
+from jaxcnn.data.splits import DataError, DataNotFoundError, DataSplits, Subset, given_folder, stratified_split
+from jaxcnn.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,13 @@ def load_tfds(name: str, data_dir=None, *, val_split, split_seed, image_size=Non
     `cache=True` decodes every image into memory up front.
     """
     tfds = _import_tfds()
+    if data_dir and "://" not in str(data_dir):  # a local data.dir must be a folder (gs://... is TFDS's to check)
+        data_dir = given_folder(data_dir, f"Point data.dir at the TFDS data dir where tfds:{name} is prepared.")
     build = (f"pip install tensorflow tensorflow-datasets && tfds build {name} --file_format={_FORMAT}"
              + (f" --data_dir {data_dir}" if data_dir else ""))
     if download:
-        raise ValueError(f"data.download does not apply to tfds:{name}: preparing a TFDS dataset needs "
-                         f"TensorFlow. Prepare it once with `{build}`, then read it here without data.download.")
+        raise DataError(f"data.download does not apply to tfds:{name}: preparing a TFDS dataset needs "
+                        f"TensorFlow. Prepare it once with `{build}`, then read it here without data.download.")
     try:
         builder = tfds.builder(name, data_dir=data_dir, file_format=_FORMAT)
     except tfds.core.registered.DatasetNotFoundError as error:
@@ -95,7 +98,7 @@ def load_tfds(name: str, data_dir=None, *, val_split, split_seed, image_size=Non
         raise DataNotFoundError(f"tfds:{name} in {builder.data_dir} is prepared as {sorted(formats)}; random "
                                 f"access needs {_FORMAT}. Prepare it again (needs TensorFlow): `{build}`.")
     if "train" not in info.splits:
-        raise ValueError(f"tfds:{name} has no 'train' split; its splits are {list(info.splits)}.")
+        raise DataError(f"tfds:{name} has no 'train' split; its splits are {list(info.splits)}.")
     image_key, channels = _image_feature(tfds, info.features, name)
     label_key = _label_feature(tfds, info.features, name, label_mode)
     class_names = info.features[label_key].names
@@ -133,21 +136,22 @@ def _import_tfds():
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
-        raise ImportError(f"data.name tfds:NAME needs tensorflow-datasets ({error}). Install it with "
-                          '`pip install "jaxcnn[tfds]"` (TensorFlow is not needed to read prepared data).') from error
+        raise MissingDependencyError(f"data.name tfds:NAME needs tensorflow-datasets ({error}). Install it with "
+                                     '`pip install "jaxcnn[tfds]"` (TensorFlow is not needed to read prepared'
+                                     " data).") from error
     return tfds
 
 
 def _image_feature(tfds, features, name: str) -> tuple[str, int]:
     images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
     if not images:
-        raise ValueError(f"tfds:{name} has no Image feature; its features are {list(features)}.")
+        raise DataError(f"tfds:{name} has no Image feature; its features are {list(features)}.")
     key = "image" if "image" in images else images[0]
     feature = features[key]
     channels = feature.shape[-1]
     if np.dtype(feature.np_dtype) != np.uint8 or channels not in (1, 3):
-        raise ValueError(f"tfds:{name}: image feature {key!r} is {feature.np_dtype} with {channels} channels; "
-                         "jaxcnn reads uint8 images with 1 or 3 channels.")
+        raise DataError(f"tfds:{name}: image feature {key!r} is {feature.np_dtype} with {channels} channels; "
+                        "jaxcnn reads uint8 images with 1 or 3 channels.")
     return key, channels
 
 
@@ -159,8 +163,8 @@ def _label_feature(tfds, features, name: str, label_mode: str | None) -> str:
             return key
     if label_mode is None and len(labels) == 1:
         return labels[0]
-    raise ValueError(f"tfds:{name}: choose the label with data.label_mode, one of {labels}"
-                     + (f" (got {label_mode!r})" if label_mode else "") + ".")
+    raise DataError(f"tfds:{name}: choose the label with data.label_mode, one of {labels}"
+                    + (f" (got {label_mode!r})" if label_mode else "") + ".")
 
 
 def _default_size(shape) -> int:
@@ -171,8 +175,8 @@ def _default_size(shape) -> int:
 def _to_memory(source: TfdsSource, shape) -> ArraySource:
     """Decode every record of `source` once into an ArraySource."""
     if None in shape[:2]:
-        raise ValueError(f"data.cache needs fixed-size images, but tfds:{source.name} images are {shape}; "
-                         "run without data.cache.")
+        raise DataError(f"data.cache needs fixed-size images, but tfds:{source.name} images are {shape}; "
+                        "run without data.cache.")
     n = len(source)
     log.info("tfds:%s/%s: caching %d images of %s in memory (%.1f MiB)", source.name, source.split, n,
              tuple(shape), n * int(np.prod(shape)) / 2**20)

@@ -48,6 +48,7 @@ from PIL import Image
 
 from jaxcnn.data.autoaugment import NUM_BINS, RandAugment, RandomErasing, TrivialAugmentWide
 from jaxcnn.data.image import ImageMap, RandomImageMap, from_pil, to_pil
+from jaxcnn.data.splits import DataError
 
 Size = tuple[int, int]  # (height, width)
 
@@ -323,24 +324,24 @@ def _parse_op(token: str, spec: str) -> tuple[str, float | tuple[int, ...] | Non
     name_match = _NAME.match(token)
     name = name_match.group() if name_match else token
     if name not in OPS:
-        raise ValueError(f"unknown augmentation {token!r} in {spec!r}; {_forms()}")
+        raise DataError(f"unknown augmentation {token!r} in {spec!r}; {_forms()}")
     op, rest = OPS[name], token[len(name):]
     if not _ARGUMENTS.fullmatch(rest):
-        raise ValueError(f"cannot read the arguments of {token!r} in {spec!r}: write {op.form}; {_forms()}")
+        raise DataError(f"cannot read the arguments of {token!r} in {spec!r}: write {op.form}; {_forms()}")
     given = _NUMBER.findall(rest)
     if len(given) > len(op.defaults):
         allowed = f"at most {len(op.defaults)} argument(s)" if op.defaults else "no arguments"
-        raise ValueError(f"{token!r} in {spec!r}: {op.form} takes {allowed}; {_forms()}")
+        raise DataError(f"{token!r} in {spec!r}: {op.form} takes {allowed}; {_forms()}")
     args = tuple(float(a) for a in given) + op.defaults[len(given):]
     if not op.valid(*args):
-        raise ValueError(f"{token!r} in {spec!r}: in {op.form}, {op.rule}; {_forms()}")
+        raise DataError(f"{token!r} in {spec!r}: in {op.form}, {op.rule}; {_forms()}")
     if len(op.defaults) > 1:
         return name, tuple(int(a) for a in args)
     return name, (args[0] if args else None)
 
 
 def parse_augment(spec: str) -> tuple[tuple[str, float | tuple[int, ...] | None], ...]:
-    """A recipe name or comma list -> ((op, value), ...); anything else is a ValueError naming the forms.
+    """A recipe name or comma list -> ((op, value), ...); anything else is a DataError naming the forms.
 
     Grammar (case-insensitive, spaces around items ignored):
 
@@ -355,9 +356,9 @@ def parse_augment(spec: str) -> tuple[tuple[str, float | tuple[int, ...] | None]
     ops = tuple(_parse_op(token, spec) for token in filter(None, (t.strip() for t in ",".join(tokens).split(","))))
     names = [name for name, _ in ops]
     if "rrc" in names[1:]:
-        raise ValueError(f"'rrc' replaces the resize, so it must be the first op in {spec!r}")
+        raise DataError(f"'rrc' replaces the resize, so it must be the first op in {spec!r}")
     if "erase" in names[:-1]:
-        raise ValueError(f"'erase' acts on the normalized image, so it must be the last op in {spec!r}")
+        raise DataError(f"'erase' acts on the normalized image, so it must be the last op in {spec!r}")
     return ops
 
 
