@@ -21,7 +21,8 @@ import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from jaxcnn.builder import RunConfig, resolve_batch_size  # noqa: E402
+from jaxcnn.builder import resolve_batch_size  # noqa: E402
+from jaxcnn.run_config import RunConfig  # noqa: E402
 from jaxcnn.train import make_mesh  # noqa: E402
 from jaxcnn.train.batch_size import memory_budget  # noqa: E402
 

@@ -16,7 +16,8 @@ import time
 import jax
 
 from harness import environment, median, synthetic_batch, synthetic_stats
-from jaxcnn.builder import RunConfig, build_training
+from jaxcnn.builder import build_training
+from jaxcnn.run_config import RunConfig
 from jaxcnn.train import make_mesh, shard_batch
 
 

@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from jaxcnn.builder import RunConfig, build_training  # noqa: E402
+from jaxcnn.builder import build_training  # noqa: E402
+from jaxcnn.run_config import RunConfig  # noqa: E402
 from jaxcnn.data.transforms import Normalize  # noqa: E402
 from jaxcnn.train import InputNormalization, make_mesh, shard_batch  # noqa: E402
 

@@ -30,7 +30,7 @@ import harness
 from jaxcnn.data import Loader, load_data
 from jaxcnn.report.run_log import RunLogger
 from jaxcnn.train import Checkpointer, InputNormalization, LoopState, fit
-from jaxcnn.train.evaluate import sum_metrics
+from jaxcnn.train.evaluation import sum_metrics
 from jaxcnn.train.loop import LoopRun
 
 

@@ -149,7 +149,7 @@ def pipeline_batches(setup: harness.TrainSetup, data, args):
     prefetch, epoch after epoch: `(loader, iterator)`."""
     from jaxcnn.data import Loader
     from jaxcnn.data.device import DeviceLoader
-    from jaxcnn.train.evaluate import prefetch_to_mesh
+    from jaxcnn.train.evaluation import prefetch_to_mesh
 
     options = dict(batch_size=setup.global_batch, train=True, image_size=setup.image_size, mean=data.mean,
                    std=data.std, augment=data.default_augment, hflip=data.default_hflip, seed=setup.seed,

@@ -15,11 +15,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "create_model": "jaxcnn.models",
     "list_models": "jaxcnn.models",
-    "RunConfig": "jaxcnn.builder",
+    "RunConfig": "jaxcnn.run_config",
     "build": "jaxcnn.builder",
     "build_training": "jaxcnn.builder",
     "run": "jaxcnn.experiment",
-    "load_config": "jaxcnn.experiment",
+    "load_config": "jaxcnn.run_record",
     "load_run": "jaxcnn.inference",
     "TrainedModel": "jaxcnn.inference",
 }

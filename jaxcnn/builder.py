@@ -1,4 +1,4 @@
-"""The run config and the one public builder: config in, everything a training run is made of out.
+"""The one public builder: a `RunConfig` in, everything a training run is made of out.
 
     config = jaxcnn.RunConfig.from_dict({"model": {"arch": "lenet5"}, "data": {"name": "demo"}})
     with jaxcnn.build(config) as run:            # data, loaders, model, optimizer, state, steps
@@ -15,86 +15,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import logging
-import math
-import pathlib
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from jaxcnn.config import AUTO, ConfigError, check_int, from_dict, option, reraise_as, to_dict
-from jaxcnn.data.config import DataConfig
-from jaxcnn.distributed import DistributedConfig
-from jaxcnn.models.config import ModelConfig
-from jaxcnn.train.loop import LoopConfig
+from jaxcnn.config import AUTO, ConfigError, reraise_as
+from jaxcnn.data import Loader, load_data
+from jaxcnn.data.device import DeviceLoader, DeviceStore, choose_pipeline, resident_bytes
+from jaxcnn.data.workers import auto_workers
+from jaxcnn.distributed import initialize
+from jaxcnn.run_config import RunConfig
+from jaxcnn.train.batch_size import auto_batch_size, check_batch_fits, memory_budget
+from jaxcnn.train.inputs import InputNormalization
 from jaxcnn.train.metrics import WITHOUT_VALIDATION
-from jaxcnn.train.batch_size import check_batch_fits
-from jaxcnn.train.finetune import FinetuneConfig
-from jaxcnn.train.optim import OptimConfig
+from jaxcnn.train.sharding import make_mesh
 from jaxcnn.train.spec import Steps, TrainingSpec
 
 log = logging.getLogger("jaxcnn")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Every choice of a training run; saved as the run folder's `config.json`.
-
-    Defaults reproduce the VGG16 cat-and-dog tutorial (Adam 1e-4, batch 16, ReduceLROnPlateau
-    0.1/4 on the validation loss, early stopping after 7 epochs without a better validation
-    accuracy, 80/20 split with seed 42). `model.arch` and `data.name` have no default: a run
-    needs both (`require_complete`), `build_training` only the first.
-    """
-
-    model: ModelConfig = option(ModelConfig(), "the network")
-    data: DataConfig = option(DataConfig(), "the dataset, its split, augmentation and batching")
-    optim: OptimConfig = option(OptimConfig(), "the optimizer and LR schedule")
-    loop: LoopConfig = option(LoopConfig(), "epochs, what to watch, the training loss")
-    finetune: FinetuneConfig = option(FinetuneConfig(), "start from pretrained weights; freeze or slow the backbone")
-    seed: int = option(42, "seed of the split, initialisation, shuffling and augmentation")
-    out: str | None = option(None, "run folder (default: runs/<time>-<arch>-<data>)")
-    progress: bool = option(True, "show a per-step progress bar", resume=True)
-    distributed: DistributedConfig = option(DistributedConfig(), "one run over several processes (hosts): "
-                                                                 "jax.distributed, see jaxcnn.distributed")
-
-    def __post_init__(self):
-        check_int("seed", self.seed, minimum=0)
-        if self.optim.plateau.metric.endswith("_ema") and self.loop.ema_decay is None:
-            raise ConfigError("optim.plateau.metric", f"{self.optim.plateau.metric} needs an EMA (loop.ema_decay)")
-        if self.optim.warmup_epochs >= self.loop.epochs:
-            raise ConfigError("optim.warmup_epochs", f"must be < loop.epochs ({self.loop.epochs}), "
-                                                     f"got {self.optim.warmup_epochs}")
-
-    def require_complete(self) -> RunConfig:
-        """`self`, or a ConfigError naming the first required option that is not set."""
-        if self.model.arch is None:
-            raise ConfigError("model.arch", "is required")
-        if self.data.name is None:
-            raise ConfigError("data.name", "is required")
-        return self
-
-    @classmethod
-    def from_dict(cls, values: dict) -> RunConfig:
-        """From a nested dict such as `config.json`'s; missing options keep their defaults."""
-        return from_dict(cls, values)
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    def run_dir(self) -> pathlib.Path:
-        """`out`, or a new `runs/<time>-<arch>-<data>`."""
-        if self.out:
-            return pathlib.Path(self.out)
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        data = pathlib.Path(self.data.name).name or "data"
-        return pathlib.Path("runs") / f"{stamp}-{self.model.arch}-{data}"
-
-
-def default_values() -> dict:
-    """The nested dict of every option's default (required options are None)."""
-    return RunConfig().to_dict()
 
 
 @dataclasses.dataclass
@@ -138,8 +77,6 @@ def build_training(config: RunConfig, *, num_classes: int, input_shape: tuple[in
     as the loaders deliver them; without it the steps take only normalized float batches.
     `check_memory`: compile the train step for the run's batch first and refuse a batch whose
     step does not fit the device's memory (`check_batch_fits`; the compiled step is reused)."""
-    from jaxcnn.train import make_mesh
-
     mesh = make_mesh() if mesh is None else mesh
     if config.data.batch_size == AUTO:
         raise ConfigError("data.batch_size", "auto is resolved from the data by jaxcnn.build (or resolve_batch_size); "
@@ -161,9 +98,6 @@ def resolve_batch_size(config: RunConfig, *, num_classes: int, input_shape: tupl
     chooses from XLA's memory analysis of this run's train step (compiled, not run, on the
     spec's abstract state), and the `BatchSizeChoice`; `max_examples`: the training split's
     size; `budget` and `cap` as `auto_batch_size`'s."""
-    from jaxcnn.train import InputNormalization
-    from jaxcnn.train.batch_size import auto_batch_size
-
     spec = TrainingSpec.derive(config, num_classes=num_classes, input_shape=input_shape, mesh=mesh)
     unit = (0.5,) * input_shape[-1]  # any statistics: the step's memory does not depend on their values
     steps = spec.compile_steps(InputNormalization(unit, unit))
@@ -227,17 +161,12 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     (`config.distributed`, started here unless it is already) the loaders read this process's
     slot of every batch: feed them through `jaxcnn.train.shard_batch` / `prefetch_to_mesh`.
     """
-    from jaxcnn.data import Loader, load_data
-    from jaxcnn.data.device import DeviceLoader, DeviceStore, choose_pipeline, resident_bytes
-    from jaxcnn.distributed import initialize
-    from jaxcnn.train import InputNormalization, make_mesh
-
     initialize(config.distributed)  # when it asks for several processes and they are not started yet
     config.require_complete()
     mesh = make_mesh() if mesh is None else mesh
     data = load_data(
         config.data.name, config.data.dir, val_split=config.data.val_split, split_seed=config.seed,
-        image_size=_decode_size(config.data), download=config.data.download,
+        image_size=config.data.decode_size(), download=config.data.download,
         label_mode=config.data.label_mode, cache=config.data.cache,
     )
     config = _watch_training_metrics(config) if len(data.val) == 0 else config
@@ -280,9 +209,6 @@ def _resolve_auto(config: RunConfig, data, input_shape: tuple[int, int, int], me
                   resident_bytes: int = 0) -> RunConfig:
     """`config` with `data.workers` and `data.batch_size` "auto" resolved (and logged once); the
     batch's memory budget leaves out `resident_bytes`, the data set the device input path holds."""
-    from jaxcnn.data.workers import auto_workers
-    from jaxcnn.train.batch_size import memory_budget
-
     if config.data.workers == AUTO:
         workers, why = auto_workers(data.train, platform=mesh.devices.flat[0].platform)
         log.info(f"--workers auto: {workers} ({why})")
@@ -313,13 +239,3 @@ def _watch_training_metrics(config: RunConfig) -> RunConfig:
     log.info(f"No validation set (val_split 0): the best checkpoint, early stopping and the plateau "
              f"schedule watch {loop.best_metric}; the test split is used only at the end.")
     return dataclasses.replace(config, loop=loop, optim=dataclasses.replace(config.optim, plateau=plateau))
-
-
-def _decode_size(data: DataConfig) -> int | None:
-    """The size image folders decode to: the input size, or for random-resized-crop recipes the
-    larger 1/0.875 frame they crop from (256 for 224), as torchvision's ImageNet recipe does."""
-    from jaxcnn.data.transforms import EVAL_CROP_FRACTION, parse_augment
-
-    if data.image_size and data.augment and any(op == "rrc" for op, _ in parse_augment(data.augment)):
-        return math.floor(data.image_size / EVAL_CROP_FRACTION)
-    return data.image_size

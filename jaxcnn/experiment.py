@@ -17,14 +17,14 @@ import pathlib
 import platform
 
 import jax
-import orbax.checkpoint as ocp
 
-from jaxcnn.builder import RunConfig, build
+from jaxcnn.builder import build
 from jaxcnn.config import ConfigError
 from jaxcnn.distributed import DistributedConfig, console_of_primary, initialize, is_primary, on_primary
 from jaxcnn.inference.inputs import InputSpec
 from jaxcnn.report.run_log import OtherProcessLogger, RunLogger, log_to_file, recorded_log, write_json
-from jaxcnn.run_folder import claim_run_folder, read_run_config
+from jaxcnn.run_config import RunConfig, recorded_config
+from jaxcnn.run_folder import claim_run_folder
 from jaxcnn.termination import resume_hint
 from jaxcnn.train import Checkpointer, LoopState, NonFiniteLossError, evaluate, fit
 from jaxcnn.train.metrics import metric_mode
@@ -52,16 +52,6 @@ def environment() -> dict:
         "processes": jax.process_count(),
         "devices": [str(d) for d in jax.devices()],
     }
-
-
-def load_config(run_dir) -> RunConfig:
-    """The recorded config of run folder `run_dir`; a ValueError when it is not a jaxcnn run."""
-    recorded = read_run_config(run_dir)
-    try:
-        return RunConfig.from_dict(recorded.get("config", recorded))
-    except ConfigError as error:
-        path = pathlib.Path(run_dir) / "config.json"
-        raise ConfigError("resume", f"not a jaxcnn run folder: {path} is unreadable ({error})") from None
 
 
 def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict:
@@ -125,12 +115,6 @@ def _after_failure(error: BaseException, path: pathlib.Path, folder) -> None:
         # a failed write() names no file (the log, the CSV, TensorBoard's event file...): say
         # which folder the run was writing to
         raise OSError(error.errno, f"{error.strerror} (writing the run folder {path})") from error
-
-
-def recorded_config(config: RunConfig) -> dict:
-    """The config as config.json records it: without the launch (`distributed`: defaults), which
-    belongs to one start of the run, not to the run; a resume or `--config` names its own."""
-    return dataclasses.replace(config, distributed=DistributedConfig()).to_dict()
 
 
 def _run(run, run_dir: pathlib.Path, resume: bool, earlier: list) -> dict:

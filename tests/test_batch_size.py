@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcnn.builder import RunConfig, resolve_batch_size
+from jaxcnn.builder import resolve_batch_size
+from jaxcnn.run_config import RunConfig
 from jaxcnn.config import ConfigError
 from jaxcnn.data.arrays import ArraySource
 from jaxcnn.data.splits import Subset

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import jaxcnn
-from jaxcnn.builder import RunConfig, default_values
+from jaxcnn.run_config import RunConfig, default_values
 from jaxcnn.cli import main as jaxcnn_main
 from jaxcnn.cli.options import flag_names
 from jaxcnn.cli.train import main

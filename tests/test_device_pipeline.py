@@ -22,7 +22,7 @@ from jaxcnn.data.device import DeviceLoader, DeviceStore, choose_pipeline, in_me
 from jaxcnn.data.pipeline import Loader
 from jaxcnn.data.plan import epoch_draws, epoch_order
 from jaxcnn.data.splits import Subset
-from jaxcnn.builder import RunConfig
+from jaxcnn.run_config import RunConfig
 from jaxcnn.train.loop import LoopRun
 from jaxcnn.train.spec import Steps
 from jaxcnn.train import InputNormalization, OptimConfig, compile_steps, create_train_state, make_mesh, make_optimizer, replicate, shard_batch

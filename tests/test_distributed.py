@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcnn.builder import RunConfig
+from jaxcnn.run_config import RunConfig
 from jaxcnn.cli.train import build_parser, main, resolve
 from jaxcnn.config import ConfigError, to_dict
 from jaxcnn.distributed import DistributedConfig, cluster_tasks, initialize

@@ -13,7 +13,8 @@ import pytest
 from flax import traverse_util
 from PIL import Image
 
-from jaxcnn.builder import RunConfig, build_training
+from jaxcnn.builder import build_training
+from jaxcnn.run_config import RunConfig
 from jaxcnn.cli.train import main
 from jaxcnn.models import create_model
 from jaxcnn.train.finetune import head_labels

@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcnn.builder import RunConfig, build
+from jaxcnn.builder import build
+from jaxcnn.run_config import RunConfig
 from jaxcnn.config import ConfigError
 from jaxcnn.data.arrays import ArraySource
 from jaxcnn.data.config import DataConfig

@@ -28,7 +28,7 @@ from jaxcnn.train import (
     make_optimizer,
     replicate,
 )
-from jaxcnn.builder import RunConfig
+from jaxcnn.run_config import RunConfig
 from jaxcnn.train.loop import LoopRun
 from jaxcnn.train.spec import Steps
 

@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from jaxcnn.builder import RunConfig, default_values
+from jaxcnn.run_config import RunConfig, default_values
 from jaxcnn.cli.errors import CommandError, run_reporting_errors
 from jaxcnn.cli.options import add_flags, as_nested, flag_names, given_options
 from jaxcnn.config import differences, dump_yaml, flatten, load_file, merge, reraise_as
@@ -57,7 +57,7 @@ def resolve(args: argparse.Namespace, table: list) -> RunConfig:
             values = merge(values, load_file(path))
         return RunConfig.from_dict(merge(values, as_nested(given))).require_complete()
 
-    from jaxcnn.experiment import load_config
+    from jaxcnn.run_record import load_config
 
     for flag in ("config", "recipe", "overwrite"):
         if getattr(args, flag):

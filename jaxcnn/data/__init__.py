@@ -1,17 +1,25 @@
 """Datasets as grain sources, and the Grain pipeline that batches them."""
 
-from jaxcnn.data.pipeline import Loader
-from jaxcnn.data.presets import list_datasets, load_data
-from jaxcnn.data.splits import DataError, DataNotFoundError, DataSplits, Source, Subset, stratified_split
+import importlib
 
-__all__ = [
-    "DataError",
-    "DataNotFoundError",
-    "DataSplits",
-    "Loader",
-    "Source",
-    "Subset",
-    "list_datasets",
-    "load_data",
-    "stratified_split",
-]
+# name -> module, imported on first use: reading a dataset's config or presets does not start
+# grain. (No name here may be a submodule's.)
+_EXPORTS = {
+    "DataError": "jaxcnn.data.splits",
+    "DataNotFoundError": "jaxcnn.data.splits",
+    "DataSplits": "jaxcnn.data.splits",
+    "Loader": "jaxcnn.data.pipeline",
+    "Source": "jaxcnn.data.splits",
+    "Subset": "jaxcnn.data.splits",
+    "list_datasets": "jaxcnn.data.presets",
+    "load_data": "jaxcnn.data.presets",
+    "stratified_split": "jaxcnn.data.splits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'jaxcnn.data' has no attribute {name!r}")

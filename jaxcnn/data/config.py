@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from jaxcnn.config import check_choice, check_float, check_int, check_int_or_auto, option, reraise_as
 from jaxcnn.data.presets import check_dataset_name, list_datasets
-from jaxcnn.data.transforms import RECIPES, parse_augment
+from jaxcnn.data.transforms import EVAL_CROP_FRACTION, RECIPES, parse_augment
 
 LABEL_MODES = ("fine", "coarse")
 INPUT_PIPELINES = ("auto", "host", "device")
@@ -59,3 +60,10 @@ class DataConfig:
         check_int_or_auto("workers", self.workers, minimum=0)
         check_int("prefetch", self.prefetch, minimum=1)
         check_choice("input_pipeline", self.input_pipeline, INPUT_PIPELINES)
+
+    def decode_size(self) -> int | None:
+        """The size image folders decode to: the input size, or for random-resized-crop recipes the
+        larger 1/0.875 frame they crop from (256 for 224), as torchvision's ImageNet recipe does."""
+        if self.image_size and self.augment and any(op == "rrc" for op, _ in parse_augment(self.augment)):
+            return math.floor(self.image_size / EVAL_CROP_FRACTION)
+        return self.image_size

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxcnn.builder import RunConfig
+from jaxcnn.run_config import RunConfig
+from jaxcnn.run_record import load_config, read_inputs
 from jaxcnn.inference.inputs import ImageLike, InputSpec
 from jaxcnn.models.shapes import abstract_variables
 from jaxcnn.run_folder import RunFolderError
@@ -127,19 +128,6 @@ def _as_list(images) -> list:
     return list(images)
 
 
-def read_inputs(run_dir, config: RunConfig) -> InputSpec:
-    """The run's recorded `InputSpec`; for runs that predate it, derived from its dataset again."""
-    recorded = json.loads((pathlib.Path(run_dir) / "config.json").read_text())
-    if "inputs" in recorded:
-        return InputSpec.from_dict(recorded["inputs"])
-    from jaxcnn.builder import _decode_size
-    from jaxcnn.data import load_data
-
-    data = load_data(config.data.name, config.data.dir, val_split=config.data.val_split, split_seed=config.seed,
-                     image_size=_decode_size(config.data), label_mode=config.data.label_mode)
-    return InputSpec.from_data(data, config)
-
-
 def resolve_checkpoint(checkpointer, checkpoint: str | int) -> int:
     """The epoch of `checkpoint` ('best', 'last' or an epoch) among the run's saved checkpoints."""
     available = checkpointer.epochs
@@ -168,7 +156,6 @@ def load_run(run_dir, checkpoint: str | int = "best", *, ema: bool | None = None
     `results.json` did. `batch_size` (default: the run's) is rounded up to a multiple of the
     devices of `mesh` (default: every visible device).
     """
-    from jaxcnn.experiment import load_config
     from jaxcnn.train import Checkpointer, make_mesh, metric_mode
 
     run_dir = pathlib.Path(run_dir)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import pathlib
 import statistics
 
+from jaxcnn.models.shapes import abstract_variables, parameter_count
 from jaxcnn.report.plots import plt, style_epoch_axis
+from jaxcnn.run_record import load_config, read_inputs
 
 COLUMNS = {  # key -> header
     "run": "run", "arch": "arch", "params": "params", "best_val_accuracy": "best val acc",
@@ -33,23 +34,13 @@ def read_history(run_dir) -> list[dict]:
 
 def count_parameters(run_dir) -> int:
     """The number of trainable parameters of the run's model, from shapes only."""
-    import jax
-    import jax.numpy as jnp
-
-    from jaxcnn.experiment import load_config
-    from jaxcnn.inference.run import read_inputs
-
     config = load_config(run_dir)
     inputs = read_inputs(run_dir, config)
-    model = config.model.build(inputs.num_classes)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *inputs.input_shape)), train=False))
-    return int(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes["params"])))
+    return parameter_count(abstract_variables(config.model.build(inputs.num_classes), inputs.input_shape))
 
 
 def summarize_run(run_dir, label: str | None = None) -> dict:
     """One table row (see `COLUMNS`) plus the run's `history` for the figure."""
-    from jaxcnn.experiment import load_config
-
     run_dir = pathlib.Path(run_dir)
     config = load_config(run_dir)
     history = read_history(run_dir)

@@ -4,79 +4,67 @@ and schedules (incl. torch-style reduce-on-plateau and one-cycle, gradient clipp
 accumulation), fine-tuning (a frozen or slower backbone), Orbax best/latest checkpoints, and the
 epoch loop (`fit`) that drives them."""
 
-from jaxcnn.train.checkpoints import CheckpointError, Checkpointer, Restored, UnreadableCheckpointError
-from jaxcnn.train.ema import EmaConfig, EmaState
-from jaxcnn.train.early_stopping import EarlyStopping
-from jaxcnn.train.evaluate import EvalResult, evaluate
-from jaxcnn.train.finetune import FinetuneConfig, Freeze, backbone_groups, head_labels, scale_backbone_lr
-from jaxcnn.train.inputs import InputNormalization, prepare_inputs
-from jaxcnn.train.loop import LogLogger, LoopConfig, LoopRun, LoopState, NonFiniteLossError, fit
-from jaxcnn.train.metrics import METRIC_MODES, metric_mode
-from jaxcnn.train.mixup import MixupConfig
-from jaxcnn.train.onecycle import OneCycleConfig, onecycle_schedule
-from jaxcnn.train.optim import (
-    OPTIMIZERS,
-    OptimConfig,
-    SCHEDULES,
-    current_learning_rate,
-    make_optimizer,
-    make_schedule,
-)
-from jaxcnn.train.plateau import PlateauConfig, PlateauState, scale_by_plateau, step_plateau
-from jaxcnn.train.sharding import compile_steps, make_mesh, replicate, shard_batch
-from jaxcnn.train.spec import Steps, TrainingSpec, inference_target
-from jaxcnn.train.state import TrainState, create_train_state
-from jaxcnn.train.steps import cross_entropy, eval_step, mixed_cross_entropy, train_step
+import importlib
 
-__all__ = [
-    "CheckpointError",
-    "Checkpointer",
-    "EarlyStopping",
-    "EmaConfig",
-    "EmaState",
-    "EvalResult",
-    "FinetuneConfig",
-    "InputNormalization",
-    "Freeze",
-    "LogLogger",
-    "LoopConfig",
-    "LoopRun",
-    "LoopState",
-    "METRIC_MODES",
-    "NonFiniteLossError",
-    "OPTIMIZERS",
-    "MixupConfig",
-    "OneCycleConfig",
-    "OptimConfig",
-    "PlateauConfig",
-    "PlateauState",
-    "Restored",
-    "SCHEDULES",
-    "Steps",
-    "TrainState",
-    "TrainingSpec",
-    "UnreadableCheckpointError",
-    "backbone_groups",
-    "compile_steps",
-    "create_train_state",
-    "cross_entropy",
-    "current_learning_rate",
-    "eval_step",
-    "evaluate",
-    "fit",
-    "head_labels",
-    "inference_target",
-    "make_mesh",
-    "make_optimizer",
-    "make_schedule",
-    "metric_mode",
-    "mixed_cross_entropy",
-    "onecycle_schedule",
-    "prepare_inputs",
-    "replicate",
-    "scale_backbone_lr",
-    "scale_by_plateau",
-    "shard_batch",
-    "step_plateau",
-    "train_step",
-]
+# name -> module, imported on first use: `import jaxcnn.train.optim` (e.g. for a config section)
+# does not pull in the checkpoints, steps and loop. (No name here may be a submodule's.)
+_EXPORTS = {
+    "backbone_groups": "jaxcnn.train.finetune",
+    "Checkpointer": "jaxcnn.train.checkpoints",
+    "CheckpointError": "jaxcnn.train.checkpoints",
+    "compile_steps": "jaxcnn.train.sharding",
+    "create_train_state": "jaxcnn.train.state",
+    "cross_entropy": "jaxcnn.train.steps",
+    "current_learning_rate": "jaxcnn.train.optim",
+    "EarlyStopping": "jaxcnn.train.early_stopping",
+    "EmaConfig": "jaxcnn.train.ema",
+    "EmaState": "jaxcnn.train.ema",
+    "eval_step": "jaxcnn.train.steps",
+    "evaluate": "jaxcnn.train.evaluation",
+    "EvalResult": "jaxcnn.train.evaluation",
+    "FinetuneConfig": "jaxcnn.train.finetune",
+    "fit": "jaxcnn.train.loop",
+    "Freeze": "jaxcnn.train.finetune",
+    "head_labels": "jaxcnn.train.finetune",
+    "inference_target": "jaxcnn.train.spec",
+    "InputNormalization": "jaxcnn.train.inputs",
+    "LogLogger": "jaxcnn.train.loop",
+    "LoopConfig": "jaxcnn.train.loop_config",
+    "LoopRun": "jaxcnn.train.loop",
+    "LoopState": "jaxcnn.train.loop",
+    "make_mesh": "jaxcnn.train.sharding",
+    "make_optimizer": "jaxcnn.train.optim",
+    "make_schedule": "jaxcnn.train.optim",
+    "metric_mode": "jaxcnn.train.metrics",
+    "METRIC_MODES": "jaxcnn.train.metrics",
+    "mixed_cross_entropy": "jaxcnn.train.steps",
+    "MixupConfig": "jaxcnn.train.mixup",
+    "NonFiniteLossError": "jaxcnn.train.loop",
+    "onecycle_schedule": "jaxcnn.train.onecycle",
+    "OneCycleConfig": "jaxcnn.train.onecycle",
+    "OptimConfig": "jaxcnn.train.optim",
+    "OPTIMIZERS": "jaxcnn.train.optim",
+    "PlateauConfig": "jaxcnn.train.plateau",
+    "PlateauState": "jaxcnn.train.plateau",
+    "prepare_inputs": "jaxcnn.train.inputs",
+    "replicate": "jaxcnn.train.sharding",
+    "Restored": "jaxcnn.train.checkpoints",
+    "scale_backbone_lr": "jaxcnn.train.finetune",
+    "scale_by_plateau": "jaxcnn.train.plateau",
+    "SCHEDULES": "jaxcnn.train.optim",
+    "shard_batch": "jaxcnn.train.sharding",
+    "step_plateau": "jaxcnn.train.plateau",
+    "Steps": "jaxcnn.train.spec",
+    "train_step": "jaxcnn.train.steps",
+    "TrainingSpec": "jaxcnn.train.spec",
+    "TrainState": "jaxcnn.train.state",
+    "UnreadableCheckpointError": "jaxcnn.train.checkpoints",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'jaxcnn.train' has no attribute {name!r}")
