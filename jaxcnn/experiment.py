@@ -24,7 +24,7 @@ from jaxcnn.distributed import DistributedConfig, console_of_primary, initialize
 from jaxcnn.inference.inputs import InputSpec
 from jaxcnn.report.run_log import OtherProcessLogger, RunLogger, log_to_file, recorded_log, write_json
 from jaxcnn.run_config import RunConfig, recorded_config
-from jaxcnn.run_folder import claim_run_folder
+from jaxcnn.run_folder import check_run_folder, claim_run_folder
 from jaxcnn.termination import resume_hint
 from jaxcnn.train import Checkpointer, LoopState, NonFiniteLossError, evaluate, fit
 from jaxcnn.train.metrics import metric_mode
@@ -58,9 +58,10 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
     """Run a training run in `config.out` (or a new folder), or with `resume` continue the run
     there; returns `results.json`'s content.
 
-    A new run is built first (data found and read, the model checked against the input size,
-    the pretrained weights read and matched, the train step compiled and its memory checked:
-    `build`), and only then claims its folder: locked for the whole run, refused when it holds
+    A new run's folder is checked first (`check_run_folder`: not held by a live run, empty
+    unless `overwrite`, writable), then the run is built (data found and read, the model checked
+    against the input size, the pretrained weights read and matched, the train step compiled
+    and its memory checked: `build`), and only then it claims its folder: locked for the whole run, refused when it holds
     another run (unless `overwrite`, which moves its contents aside), checked for writing. A
     start that fails before its first checkpoint removes what it wrote (`RunFolder.remove_start`).
     A resumed run claims its folder first, then builds from its recorded config.
@@ -88,6 +89,7 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
             earlier = []
             built = stack.enter_context(build(dataclasses.replace(config, out=str(path)), pretrained=False))
         else:
+            on_primary(lambda: check_run_folder(config.run_dir(), overwrite=overwrite) or "")  # before any work
             with recorded_log() as earlier:
                 built = stack.enter_context(build(config))
             path = pathlib.Path(on_primary(claim))

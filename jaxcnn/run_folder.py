@@ -153,8 +153,9 @@ def _move_aside(run_dir: pathlib.Path, contents: list[pathlib.Path]) -> pathlib.
     return target
 
 
-def _check_writable(run_dir: pathlib.Path) -> None:
-    """Create and remove a probe file, so a read-only folder fails now, not after data loading."""
+def _check_writable(run_dir: pathlib.Path, named: pathlib.Path | None = None) -> None:
+    """Create and remove a probe file in `run_dir`, so a read-only folder fails now, not after
+    the run has started; the error names `named` (default `run_dir`)."""
     probe = run_dir / f".write-probe-{os.getpid()}"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -164,7 +165,51 @@ def _check_writable(run_dir: pathlib.Path) -> None:
             os.close(fd)
         probe.unlink()
     except OSError as error:
-        raise RunFolderError(f"cannot write to the run folder {run_dir}: {_reason(error)}") from None
+        raise RunFolderError(f"cannot write to the run folder {named or run_dir}: {_reason(error)}") from None
+
+
+def check_run_folder(path, *, overwrite: bool = False) -> None:
+    """Refuse, before a new run does any work, the folder `claim_run_folder` would refuse: one
+    that a live run holds, that holds files (without `overwrite`), or that cannot be written
+    (for a folder still to be made: its nearest existing parent). Nothing is changed: no folder
+    is made, no lock taken (the claim, after the run is built, takes it and checks again)."""
+    run_dir = pathlib.Path(path).expanduser().absolute()
+    if run_dir.is_dir():
+        _check_not_locked(run_dir)
+        contents = _contents(run_dir)
+        if contents and not overwrite:
+            raise _not_empty(run_dir, contents)
+    elif run_dir.exists():
+        raise RunFolderError(f"the run folder {run_dir} is a file, not a folder")
+    existing = next(parent for parent in (run_dir, *run_dir.parents) if parent.exists())
+    if not existing.is_dir():
+        raise RunFolderError(f"cannot create the run folder {run_dir}: {existing} is a file")
+    _check_writable(existing, run_dir)
+
+
+def _check_not_locked(run_dir: pathlib.Path) -> None:
+    """A RunFolderError naming the holder when a live process holds `run_dir`'s lock."""
+    try:
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunFolderError(f"the run folder {run_dir} is in use by another run (PID {holder}); "
+                                 "wait for it to end or choose another folder") from None
+    finally:
+        os.close(fd)  # closing drops the lock if it was taken
+
+
+def _not_empty(run_dir: pathlib.Path, contents: list[pathlib.Path]) -> RunFolderError:
+    names = ", ".join(p.name for p in contents[:3]) + (", ..." if len(contents) > 3 else "")
+    return RunFolderError(
+        f"the run folder {run_dir} is not empty ({names}); use --resume to continue that run "
+        "or --overwrite to move its contents aside, or choose another folder"
+    )
 
 
 def claim_run_folder(path, *, resume: bool = False, overwrite: bool = False) -> RunFolder:
@@ -193,11 +238,7 @@ def claim_run_folder(path, *, resume: bool = False, overwrite: bool = False) -> 
         moved_aside = None
         contents = [] if resume else _contents(run_dir)
         if contents and not overwrite:
-            names = ", ".join(p.name for p in contents[:3]) + (", ..." if len(contents) > 3 else "")
-            raise RunFolderError(
-                f"the run folder {run_dir} is not empty ({names}); use --resume to continue that run "
-                "or --overwrite to move its contents aside, or choose another folder"
-            )
+            raise _not_empty(run_dir, contents)
         if contents:
             try:
                 moved_aside = _move_aside(run_dir, contents)

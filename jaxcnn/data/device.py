@@ -174,9 +174,13 @@ def choose_pipeline(requested: str, splits: dict, *, augment: str, hflip: float,
 
     if requested == "host":
         return "host", "data.input_pipeline=host"
-    blockers = [f"{name}: {reason}" for name, source in splits.items() if source is not None
-                for reason in device_blockers(source, augment=augment, train=name == "train",
-                                              image_size=image_size, hflip=hflip)]
+    splits_of: dict[str, list[str]] = {}  # reason -> the splits it holds for: each reason said once
+    for name, source in splits.items():
+        if source is not None:
+            for reason in device_blockers(source, augment=augment, train=name == "train", image_size=image_size,
+                                          hflip=hflip):
+                splits_of.setdefault(reason, []).append(name)
+    blockers = [f"{', '.join(names)}: {reason}" for reason, names in splits_of.items()]
     if blockers and requested == "device":
         raise ConfigError("data.input_pipeline", f"device cannot load this data ({'; '.join(blockers)}); "
                                                  "use host or auto")
