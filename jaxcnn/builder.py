@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from typing import Any, Callable
 
 import jax
@@ -164,6 +165,7 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
     initialize(config.distributed)  # when it asks for several processes and they are not started yet
     config.require_complete()
     mesh = make_mesh() if mesh is None else mesh
+    log.info(f"Reading the data ({config.data.name})...")
     data = load_data(
         config.data.name, config.data.dir, val_split=config.data.val_split, split_seed=config.seed,
         image_size=config.data.decode_size(), download=config.data.download,
@@ -175,7 +177,9 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
                   hflip=data.default_hflip if config.data.hflip is None else config.data.hflip)
     splits = {"train": data.train, "val": data.val if len(data.val) else None, "test": data.test}
     pipeline, why = choose_pipeline(config.data.input_pipeline, splits, image_size=image_size, mesh=mesh, **recipe)
-    log.info(f"Input pipeline: {pipeline} ({why}).")
+    sizes = f"{len(data.train)} train / {len(data.val)} val" + (f" / {len(data.test)} test" if data.test else "")
+    log.info(f"Data: {data.num_classes} classes, {sizes} images; input pipeline: {pipeline}",
+             extra={"details": why})
     config = _resolve_auto(config, data, (image_size, image_size, data.channels), mesh,
                            resident_bytes=resident_bytes(splits) if pipeline == "device" else 0)
     _check_batch_size(config.data.batch_size, mesh)  # before the loaders split it over the processes
@@ -195,10 +199,13 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
         train_loader = loader(data.train, True)
         val_loader = loader(data.val, False) if len(data.val) else None
         test_loader = loader(data.test, False) if data.test is not None else None
+        log.info(f"Building {config.model.arch} and compiling its train step (the first compile takes a while)...")
+        started = time.perf_counter()
         training = build_training(config, num_classes=data.num_classes,
                                   input_shape=(image_size, image_size, data.channels),
                                   steps_per_epoch=len(train_loader), mesh=mesh, pretrained=pretrained,
                                   normalize=InputNormalization.of(train_loader.normalize), check_memory=True)
+        log.info(f"Built and compiled in {time.perf_counter() - started:.1f} s.")
     except BaseException:
         cleanup.close()
         raise
@@ -211,7 +218,7 @@ def _resolve_auto(config: RunConfig, data, input_shape: tuple[int, int, int], me
     batch's memory budget leaves out `resident_bytes`, the data set the device input path holds."""
     if config.data.workers == AUTO:
         workers, why = auto_workers(data.train, platform=mesh.devices.flat[0].platform)
-        log.info(f"--workers auto: {workers} ({why})")
+        log.info(f"--workers auto: {workers}", extra={"details": why})
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, workers=workers))
     if config.data.batch_size == AUTO:
         budget = None

@@ -139,13 +139,11 @@ def _run(run, run_dir: pathlib.Path, resume: bool, earlier: list) -> dict:
         cleanup.callback(logger.close)
         for problem in problems:
             logger.message(problem)
-        sizes = f"{len(data.train)} train / {len(data.val)} val" + (f" / {len(data.test)} test" if data.test else "")
         mesh = training.mesh
         logger.message(
-            f"{'Resuming' if loop.epoch else 'Training'} {config.model.arch} on {data.name}: "
-            f"{data.num_classes} classes, {sizes} images at {run.image_size}x{run.image_size}x{data.channels}, "
-            f"{mesh.size} {mesh.devices.flat[0].platform} device(s), run folder {run_dir}"
-            + (f", from epoch {loop.epoch + 1}" if loop.epoch else "")
+            f"{'Resuming' if loop.epoch else 'Training'} {config.model.arch} on {data.name} "
+            f"({run.image_size}x{run.image_size}x{data.channels}, {mesh.size} {mesh.devices.flat[0].platform} device(s))"
+            + (f" from epoch {loop.epoch + 1}" if loop.epoch else "") + f", run folder {run_dir}"
         )
         logger.skipped_files(data.skipped_files())
 

@@ -96,7 +96,8 @@ def exercise(name: str, work: pathlib.Path) -> dict[str, str]:
     cells["resume"] = "pass"
 
     cli("evaluate", run, "--checkpoint", "best")
-    evaluated = json.loads((run / "eval-test-best.json").read_text())
+    model = jaxcnn.load_run(run)  # "best": its EMA weights when an EMA metric chose it, as in results.json
+    evaluated = json.loads((run / f"eval-test-{model.tag}.json").read_text())
     assert abs(evaluated["loss"] - resumed["best"]["loss"]) < 1e-5, (evaluated["loss"], resumed["best"])
     assert evaluated["accuracy"] == resumed["best"]["accuracy"]
     cells["evaluate"] = "pass"
@@ -104,7 +105,6 @@ def exercise(name: str, work: pathlib.Path) -> dict[str, str]:
     test_files = sorted(str(p) for p in (folder / "test").rglob("*.png"))
     cli("predict", run, *test_files, "--output", work / f"{name}.json")
     predicted = json.loads((work / f"{name}.json").read_text())["predictions"]
-    model = jaxcnn.load_run(run)
     classes = list(model.class_names)
     labels = np.array([classes.index(pathlib.Path(row["path"]).parent.name) for row in predicted])
     probabilities = np.array([[row["probabilities"][c] for c in classes] for row in predicted])

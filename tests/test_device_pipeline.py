@@ -146,7 +146,8 @@ def test_build_chooses_and_logs_the_pipeline(tmp_path, caplog):
         assert all(isinstance(loader, DeviceLoader) for loader in loaders)
         batch = run.config.data.batch_size  # auto: 32 training examples, 8 per device at least
         assert next(run.test_loader.epoch(0))["image"].shape == (batch, 28, 28, 1)
-    assert "Input pipeline: device (data.input_pipeline=device)." in caplog.messages
+    (line,) = [record for record in caplog.records if "input pipeline" in record.getMessage()]
+    assert line.getMessage().endswith("input pipeline: device") and line.details == "data.input_pipeline=device"
     # --batch-size auto leaves the device's copy of the data set (40 + 10 images) out of its budget.
     assert any("less the 0 MiB data set on it" in message for message in caplog.messages)
     with pytest.raises(ConfigError, match="data.input_pipeline.*randaugment"):

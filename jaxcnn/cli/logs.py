@@ -14,7 +14,7 @@ def console_logging(level: int = logging.INFO):
     """Log "jaxcnn" messages to stdout as plain lines, written around any live progress bar."""
     logger = logging.getLogger("jaxcnn")
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(logging.Formatter("%(message)s"))  # a record's `details` go to train.log only
     logger.addHandler(handler)
     logger.setLevel(level)
     propagate, logger.propagate = logger.propagate, False  # one line per message, whatever root has

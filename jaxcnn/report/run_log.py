@@ -49,7 +49,7 @@ def log_to_file(path, earlier: list[logging.LogRecord] = ()):
     """Append everything the "jaxcnn" logger logs (at INFO and above) to `path` while open,
     after the `earlier` records (`recorded_log`'s, from before the file could exist)."""
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(DetailedFormatter())
     for record in earlier:
         handler.handle(record)
     logger = logging.getLogger("jaxcnn")
@@ -61,6 +61,15 @@ def log_to_file(path, earlier: list[logging.LogRecord] = ()):
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+class DetailedFormatter(logging.Formatter):
+    """The message, and the record's `details` (`log.info(short, extra={"details": why})`) after
+    it: the console shows the short line, `train.log` also says why."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        details = getattr(record, "details", None)
+        return record.getMessage() + (f" ({details})" if details else "")
 
 
 @contextlib.contextmanager

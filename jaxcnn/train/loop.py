@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 import time
 from typing import Any, Callable, Protocol
 
@@ -23,6 +24,7 @@ from jaxcnn.train.optim import current_learning_rate
 from jaxcnn.train.plateau import PlateauConfig, step_plateau
 
 PROGRESS_EVERY = 20  # steps between progress-bar loss updates (each one is a host sync)
+PIPED_PROGRESS_SECONDS = 10.0  # between progress lines when the output is not a terminal
 log = logging.getLogger("jaxcnn")
 
 
@@ -238,8 +240,11 @@ class _Trainer:
         """Train epoch `epoch` (with the frozen step in the frozen phase), stop on a non-finite
         loss, validate, then `finish_epoch`; returns the new state."""
         run, steps = self.run, self.run.steps
-        bar = tqdm(total=len(run.train_loader), desc=f"Epoch {epoch}/{self.epochs}", leave=False,
-                   disable=not self.progress or None)
+        desc = f"Epoch {epoch}/{self.epochs}"
+        if self.progress and not sys.stderr.isatty():  # piped: no bar to redraw, a line now and then
+            bar = PipedProgress(len(run.train_loader), desc)
+        else:
+            bar = tqdm(total=len(run.train_loader), desc=desc, leave=False, disable=not self.progress)
         with bar:
             started = time.perf_counter()
             step = steps.frozen_train_step if epoch <= steps.frozen_epochs else steps.train_step
@@ -293,6 +298,31 @@ class _Trainer:
             f"Interrupted by {signal_name(interrupt)} during epoch {loop.epoch + 1}. "
             f"Last checkpoint: {f'epoch {saved}' if saved else 'none yet'}."
         )
+
+
+class PipedProgress:
+    """The progress bar's place when the output is not a terminal (a pipe, a log file, a batch
+    job): one line every `every` seconds (step, loss), none for an epoch shorter than that."""
+
+    def __init__(self, total: int, desc: str, every: float = PIPED_PROGRESS_SECONDS):
+        self.total, self.desc, self.every = total, desc, every
+        self.n, self.postfix, self._last = 0, {}, time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.monotonic() - self._last >= self.every:
+            self._last = time.monotonic()
+            extra = "".join(f", {name} {value}" for name, value in self.postfix.items())
+            log.info(f"{self.desc}: step {self.n}/{self.total}{extra}")
+
+    def set_postfix(self, refresh: bool = False, **values) -> None:
+        self.postfix = values
+
+    def __enter__(self) -> PipedProgress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
 
 
 def _stop_unless_finite(train_loss: float, epoch: int, loop: LoopState, logger: EpochLogger) -> None:
