@@ -214,3 +214,17 @@ def test_an_ema_metric_needs_an_ema():
         fit(loop_run(None, object(), None, None, None, epochs=1, plateau=PlateauConfig(metric="val_loss_ema"),
                      ema_decay=0.5),
             state)
+
+
+def test_piped_output_gets_a_progress_line_every_interval(caplog):
+    import logging
+
+    from jaxcnn.train.loop import PipedProgress
+
+    with caplog.at_level(logging.INFO, logger="jaxcnn"):
+        with PipedProgress(5, "Epoch 1/3", every=0.0) as bar:
+            bar.set_postfix(loss="0.5123", refresh=False)
+            bar.update(1)
+        with PipedProgress(5, "Epoch 2/3", every=3600.0) as quiet:
+            quiet.update(5)
+    assert caplog.messages == ["Epoch 1/3: step 1/5, loss 0.5123"]
