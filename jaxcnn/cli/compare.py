@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxcnn.cli.errors import CommandError
+from jaxcnn.cli.options import Parser
 from jaxcnn.cli.trained import parse_and_run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxcnn compare", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser = Parser(prog="jaxcnn compare", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `jaxcnn train`")
     parser.add_argument("--out", default="compare.png", metavar="FILE.png",
                         help="the figure; the table goes beside it as .csv and .md [default: compare.png]")
@@ -26,10 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from jaxcnn.report.compare import compare_runs, format_table
 
     if not args.out.lower().endswith(".png"):
-        raise ValueError(f"--out must be a .png file, got {args.out!r}")
-    rows = compare_runs(args.runs, args.out)
-    stem = args.out[:-4]
-    print(f"{format_table(rows)}\n\nWrote {args.out}, {stem}.csv and {stem}.md")
+        raise CommandError(f"--out must be a .png file, got {args.out!r}")
+    rows, written = compare_runs(args.runs, args.out)
+    print(f"{format_table(rows)}\n\nWrote {', '.join(map(str, written))}")
     return 0
 
 
