@@ -252,6 +252,26 @@ def test_predict_writes_a_row_per_readable_file_and_lists_the_unreadable(run_dir
     assert "--output must end in .csv or .json" in capsys.readouterr().err
 
 
+def test_predict_under_an_ascii_locale_writes_unicode_file_names(run_dir, demo_test, tmp_path):
+    """`LANG=C jaxcnn predict RUN <files named in any script> --output p.csv` (old code: the
+    predictions were computed, then `'ascii' codec can't encode character`, nothing written)."""
+    import csv
+    import shutil
+
+    for name, source in zip(("Ω.png", "猫.png"), demo_test.paths):
+        shutil.copy(source, tmp_path / name)
+    env = {**subprocess_env(1), "PYTHONUTF8": "0", "LANG": "C", "LC_ALL": "C"}  # `open()` and file names: ASCII
+    proc = subprocess.run([sys.executable, "-m", "jaxcnn", "predict", str(run_dir), ".", "--output", "p.csv"],
+                          env=env, cwd=tmp_path, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    assert "Ω.png".encode() in proc.stdout and b"Wrote 2 predictions to p.csv" in proc.stdout
+    with open(tmp_path / "p.csv", encoding="utf-8") as f:
+        rows = {os.path.basename(row["path"]): row for row in csv.DictReader(f)}
+    expected = jaxcnn.load_run(run_dir).predict(demo_test.paths[:2])[:, 0]
+    found = [float(rows[name][f"p[{demo_test.class_names[0]}]"]) for name in ("Ω.png", "猫.png")]
+    np.testing.assert_allclose(found, expected, atol=1e-6)
+
+
 # --------------------------------------------------------------------------------- export
 
 PLAIN_JAX_RUNNER = """
@@ -295,6 +315,25 @@ def test_the_exported_artifact_runs_without_jaxcnn_or_flax(run_dir, demo_test, t
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model.predict(paths), atol=1e-5)
 
 
+def test_an_export_that_fails_mid_write_leaves_the_old_one(run_dir, tmp_path, monkeypatch):
+    """Old code: model.jaxexport was replaced, then writing model.json failed: a new artifact beside
+    the old spec (its batch size wrong)."""
+    pytest.importorskip("flatbuffers", reason="jax.export serialization needs flatbuffers")
+    from jaxcnn.inference.export import export_model
+
+    model, out = jaxcnn.load_run(run_dir), tmp_path / "export"
+    export_model(model, out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left")
+
+    monkeypatch.setattr(json, "dumps", disk_full)  # model.json fails after model.jaxexport was written
+    with pytest.raises(OSError, match="No space left"):
+        export_model(model, out, batch_size=4)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before and os.listdir(tmp_path) == ["export"]
+
+
 # --------------------------------------------------------------------------------- compare
 
 def test_compare_writes_the_figure_and_a_row_per_run(run_dir, tmp_path, capsys):
@@ -320,6 +359,16 @@ def test_compare_writes_the_figure_and_a_row_per_run(run_dir, tmp_path, capsys):
     markdown = out.with_suffix(".md").read_text()
     assert markdown.count("| lenet5 ") == 2 and "44,426" in markdown
     assert "test acc (best)" in capsys.readouterr().out
+
+    unfinished = tmp_path / "unfinished"  # a run that never finished an epoch; old code: a bug, exit 1
+    unfinished.mkdir()
+    shutil.copy(run_dir / "config.json", unfinished)
+    assert main(["compare", str(run_dir), str(unfinished), "--out", str(out)]) == 2
+    assert "has no metrics.csv: not a jaxcnn run folder" in capsys.readouterr().err
+    (unfinished / "metrics.csv").write_text("epoch,train_loss\n1,nan?\n")
+    assert main(["compare", str(unfinished)]) == 2 and "not a metrics.csv written by" in capsys.readouterr().err
+    assert main(["compare", str(run_dir), "--out", "c.svg"]) == 2
+    assert capsys.readouterr().err == "error: --out must be a .png file, got 'c.svg'\n"
 
 
 # --------------------------------------------------------------------------------- end-of-run report

@@ -13,11 +13,12 @@ import os
 import sys
 
 from jaxcnn.cli.errors import CommandError
+from jaxcnn.cli.options import Parser
 from jaxcnn.cli.trained import parse_and_run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxcnn compare", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser = Parser(prog="jaxcnn compare", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `jaxcnn train`")
     parser.add_argument("--out", default="compare.png", metavar="FILE.png",
                         help="the figure; the table goes beside it as .csv and .md [default: compare.png]")
@@ -37,9 +38,8 @@ def run(args: argparse.Namespace) -> int:
               f"{', '.join(skipped)}", file=sys.stderr)
     if not runs:
         raise CommandError(f"none of the {len(args.runs)} given folders is a jaxcnn run (no {CONFIG_NAME})")
-    rows = compare_runs(runs, args.out)
-    stem = args.out[:-4]
-    print(f"{format_table(rows)}\n\nWrote {args.out}, {stem}.csv and {stem}.md")
+    rows, written = compare_runs(runs, args.out)
+    print(f"{format_table(rows)}\n\nWrote {', '.join(map(str, written))}")
     return 0
 
 

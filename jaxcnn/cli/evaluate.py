@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxcnn.cli.options import Parser
 from jaxcnn.cli.trained import add_run_arguments, parse_and_run
 
 
 def build_parser() -> argparse.ArgumentParser:
     from jaxcnn.inference.evaluation import SPLITS, TTA_CHOICES
 
-    parser = argparse.ArgumentParser(prog="jaxcnn evaluate", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser = Parser(prog="jaxcnn evaluate", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     add_run_arguments(parser)
     parser.add_argument("--split", default="test", choices=SPLITS, help="the split to evaluate [default: test]")
     parser.add_argument("--data", default=None, metavar="NAME",

@@ -11,12 +11,12 @@ import argparse
 import os
 import sys
 
-from jaxcnn.cli.errors import CommandError
+from jaxcnn.cli.options import Parser
 from jaxcnn.cli.trained import add_run_arguments, parse_and_run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxcnn export", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser = Parser(prog="jaxcnn export", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     add_run_arguments(parser, batch_help="fix the artifact's batch size [default: any batch size]")
     parser.add_argument("--output", default=None, metavar="DIR", help="output folder [default: RUN/export]")
     return parser
@@ -25,13 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from jaxcnn.inference import load_run
     from jaxcnn.inference.export import ARTIFACT, SPEC, export_model
+    from jaxcnn.output import check_writable
 
+    if args.output:  # before the model is loaded; the default, RUN/export, once RUN is known to be a run
+        check_writable(args.output, what="--output", folder=True)
     model = load_run(args.run, args.checkpoint, ema=args.ema)
     out_dir = args.output or os.path.join(args.run, "export")
-    try:
-        spec = export_model(model, out_dir, batch_size=args.batch_size)
-    except ImportError as error:
-        raise CommandError(str(error)) from None
+    spec = export_model(model, out_dir, batch_size=args.batch_size)
     size = os.path.getsize(os.path.join(out_dir, ARTIFACT))
     shape = ["N" if d is None else str(d) for d in spec["input"]["shape"]]
     print(f"Exported {spec['arch']} ({model.tag} checkpoint, epoch {spec['epoch']}) for "

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxcnn.cli.options import Parser
 from jaxcnn.cli.trained import add_run_arguments, parse_and_run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxcnn export-torch",
-                                     description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser = Parser(prog="jaxcnn export-torch",
+                    description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     add_run_arguments(parser, batch_help=argparse.SUPPRESS)
     parser.add_argument("output", metavar="OUT", help="the state_dict file: OUT.pth, OUT.pt or OUT.safetensors")
     return parser
@@ -26,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     from jaxcnn.inference import load_run
     from jaxcnn.weights import save_torch_weights
+    from jaxcnn.weights.io import checked_output
 
+    checked_output(args.output)  # suffix, torch for .pth, a folder that takes it: before the model is loaded
     model = load_run(args.run, args.checkpoint, ema=args.ema)
     options = {k: v for k, v in model.config.model.options.items() if k not in ("dtype", "param_dtype")}
     path = save_torch_weights(jax.device_get(model.variables), model.config.model.arch, args.output,

@@ -11,13 +11,14 @@ import argparse
 import sys
 
 from jaxcnn.cli.errors import CommandError
+from jaxcnn.cli.options import Parser
 from jaxcnn.cli.trained import add_run_arguments, parse_and_run
 
 CONSOLE_ROWS_WITH_OUTPUT = 20  # with --output the file has every row; the console shows the first ones
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxcnn predict", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser = Parser(prog="jaxcnn predict", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     add_run_arguments(parser)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     parser.add_argument("--topk", type=int, default=3, help="classes shown and written per image [default: 3]")

@@ -11,13 +11,13 @@ import argparse
 import sys
 
 from jaxcnn.cli.errors import run_reporting_errors
-from jaxcnn.cli.options import key_value
+from jaxcnn.cli.options import Parser, key_value
 
 
 def build_parser() -> argparse.ArgumentParser:
     from jaxcnn.models import list_models
 
-    parser = argparse.ArgumentParser(prog="jaxcnn summary", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser = Parser(prog="jaxcnn summary", description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("--arch", required=True, help=f"one of: {', '.join(list_models())}")
     parser.add_argument("--num-classes", type=int, required=True)
     parser.add_argument("--input-size", type=int, nargs="+", required=True, metavar="H [W]",

@@ -19,13 +19,13 @@ import sys
 
 from jaxcnn.run_config import RunConfig, default_values
 from jaxcnn.cli.errors import CommandError, run_reporting_errors
-from jaxcnn.cli.options import add_flags, as_nested, flag_names, given_options
+from jaxcnn.cli.options import Parser, add_flags, as_nested, flag_names, given_options
 from jaxcnn.config import differences, dump_yaml, flatten, load_file, merge, reraise_as
 from jaxcnn.recipes import recipe_path
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, list]:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="jaxcnn train", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
         epilog="Values: defaults < --recipe < --config FILE < flags. Boolean flags have a --no- form.",
     )

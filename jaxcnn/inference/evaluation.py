@@ -14,9 +14,12 @@ import pathlib
 
 import numpy as np
 
+from jaxcnn.config import ConfigError
+from jaxcnn.errors import UserError
 from jaxcnn.inference.run import TrainedModel
 from jaxcnn.report.classification import calibration, classification_report
 from jaxcnn.report.figures import plot_confusion, plot_mistakes, plot_reliability
+from jaxcnn.report.plots import figure_written
 from jaxcnn.train.steps import cross_entropy
 
 SPLITS = ("test", "val", "train")
@@ -24,24 +27,30 @@ TTA_CHOICES = ("none", "flip")
 MISTAKES_SHOWN = 16
 
 
+class EvaluationDataError(UserError, ValueError):
+    """The dataset asked for cannot evaluate the run: other classes, or no such split."""
+
+
 def split_source(model: TrainedModel, split: str, data: str | None = None, data_dir: str | None = None):
     """The source of `split` of the run's dataset (or dataset `data`), checked to have the run's classes."""
     from jaxcnn.data import load_data
 
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise ConfigError("split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
     config = model.config
     name = data or config.data.name
     directory = data_dir if data or data_dir else config.data.dir
     splits = load_data(name, directory, val_split=config.data.val_split, split_seed=config.seed,
                        image_size=model.inputs.decode_size, label_mode=None if data else config.data.label_mode)
     if tuple(splits.class_names) != model.class_names:
-        raise ValueError(f"dataset {name!r} has classes {', '.join(splits.class_names)}; the run was trained on "
-                         f"{', '.join(model.class_names)} (the same classes in the same order are needed)")
+        raise EvaluationDataError(f"dataset {name!r} has classes {', '.join(splits.class_names)}; the run was "
+                                  f"trained on {', '.join(model.class_names)} (the same classes in the same order "
+                                  "are needed)")
     source = {"test": splits.test, "val": splits.val, "train": splits.train}[split]
     if source is None or len(source) == 0:
         present = [s for s, src in (("test", splits.test), ("val", splits.val)) if src is not None and len(src)]
-        raise ValueError(f"dataset {name!r} has no {split} split; choose one of: {', '.join(present + ['train'])}")
+        raise EvaluationDataError(f"dataset {name!r} has no {split} split; choose one of: "
+                                  f"{', '.join(present + ['train'])}")
     return name, source
 
 
@@ -50,7 +59,7 @@ def predict_split(model: TrainedModel, source, tta: str = "none"):
     from jaxcnn.data import Loader
 
     if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+        raise ConfigError("tta", f"must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
     inputs = model.inputs
     labels, probabilities, losses, mistakes, seen = [], [], [], [], 0
     with Loader(source, batch_size=model.batch_size, train=False, image_size=inputs.image_size, mean=inputs.mean,
@@ -89,7 +98,9 @@ def _keep_mistakes(heap: list, probs: np.ndarray, labels: np.ndarray, images: np
 def evaluate_run(model: TrainedModel, *, split: str = "test", data: str | None = None, data_dir: str | None = None,
                  tta: str = "none", out_dir=None) -> dict:
     """Evaluate `model` on `split`; write `eval-<split>-<checkpoint>.json` and its three PNGs to
-    `out_dir` (default: the run folder) and return the JSON's content."""
+    `out_dir` (default: the run folder) and return the JSON's content. A figure that cannot be
+    drawn is a warning line (`figure_written`): the JSON is written all the same, and its
+    "files" lists the figures that were."""
     name, source = split_source(model, split, data, data_dir)
     labels, probabilities, losses, mistakes = predict_split(model, source, tta)
     report = {"run": str(model.run_dir), "checkpoint": model.checkpoint, "ema_weights": model.ema, "epoch": model.epoch,
@@ -102,13 +113,16 @@ def evaluate_run(model: TrainedModel, *, split: str = "test", data: str | None =
     stem = stem.replace("/", "_")
     weights = " EMA weights" if model.ema else ""
     title = f"{model.config.model.arch}, {name} {split}, {model.checkpoint} checkpoint{weights} (epoch {model.epoch})"
-    files = {"confusion": out_dir / f"{stem}-confusion.png", "mistakes": out_dir / f"{stem}-mistakes.png",
-             "reliability": out_dir / f"{stem}-reliability.png"}
-    plot_confusion(report["confusion_matrix"], model.class_names, files["confusion"],
-                   f"Confusion matrix, normalized by true class\n{title}, accuracy {report['accuracy']:.4f}")
-    plot_mistakes(mistakes, model.class_names, files["mistakes"], f"Most confident mistakes: {title}")
-    plot_reliability(calibration(labels, probabilities), files["reliability"], f"Reliability: {title}")
-    report["files"] = {kind: str(path) for kind, path in files.items()}
+    names = model.class_names
+    figures = {
+        "confusion": lambda path: plot_confusion(
+            report["confusion_matrix"], names, path,
+            f"Confusion matrix, normalized by true class\n{title}, accuracy {report['accuracy']:.4f}"),
+        "mistakes": lambda path: plot_mistakes(mistakes, names, path, f"Most confident mistakes: {title}"),
+        "reliability": lambda path: plot_reliability(calibration(labels, probabilities), path, f"Reliability: {title}"),
+    }
+    report["files"] = {kind: str(out_dir / f"{stem}-{kind}.png") for kind, draw in figures.items()
+                       if figure_written(out_dir / f"{stem}-{kind}.png", draw)}
     from jaxcnn.report.run_log import write_json
 
     write_json(out_dir / f"{stem}.json", report)

@@ -20,12 +20,14 @@ CPU and CUDA, so it runs on either.
 from __future__ import annotations
 
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
 
+from jaxcnn.config import ConfigError
+from jaxcnn.errors import MissingDependencyError
 from jaxcnn.inference.run import TrainedModel
+from jaxcnn.output import atomic_folder, check_writable
 from jaxcnn.train.inputs import InputNormalization, normalize_images
 
 ARTIFACT, SPEC = "model.jaxexport", "model.json"
@@ -48,21 +50,22 @@ def export_model(model: TrainedModel, out_dir, *, batch_size: int | None = None,
                  platforms: tuple[str, ...] = PLATFORMS) -> dict:
     """Write `out_dir/model.jaxexport` and `out_dir/model.json`; returns the latter's content.
 
-    `batch_size` fixes the batch dimension; None leaves it symbolic (any batch size).
+    `batch_size` fixes the batch dimension; None leaves it symbolic (any batch size). `out_dir` is
+    checked before the export work and written whole or not at all: the files go to a temporary
+    folder beside it that then takes its place (`jaxcnn.output.atomic_folder`; other files an
+    existing `out_dir` holds are kept).
     """
     try:
         import flatbuffers  # noqa: F401  (jax's Exported.serialize needs it but does not depend on it)
     except ImportError:
-        raise ImportError("exporting needs the 'flatbuffers' package: pip install flatbuffers") from None
+        raise MissingDependencyError("exporting needs the 'flatbuffers' package: pip install flatbuffers") from None
     height, width, channels = model.input_shape
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
+    out_dir = check_writable(out_dir, what="export", folder=True)
     batch = jax.export.symbolic_shape("batch")[0] if batch_size is None else batch_size
     argument = jax.ShapeDtypeStruct((batch, height, width, channels), jnp.uint8)
     exported = jax.export.export(jax.jit(serving_function(model)), platforms=platforms)(argument)
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / ARTIFACT).write_bytes(exported.serialize())
     inputs = model.inputs
     spec = {
         "format": "jax.export (load with jax.export.deserialize; needs jax and flatbuffers)",
@@ -80,5 +83,7 @@ def export_model(model: TrainedModel, out_dir, *, batch_size: int | None = None,
         "ema_weights": model.ema,
         "epoch": model.epoch, "jax": jax.__version__,
     }
-    (out_dir / SPEC).write_text(json.dumps(spec, indent=2) + "\n")
+    with atomic_folder(out_dir) as folder:
+        (folder / ARTIFACT).write_bytes(exported.serialize())
+        (folder / SPEC).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     return spec

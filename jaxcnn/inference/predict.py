@@ -2,6 +2,8 @@
 hardened decoder, predict in batches, and write one row per image.
 
 Unreadable files never stop a prediction: they are returned, with the reason, beside the rows.
+The output is checked before any work (`check_output`) and written whole or not at all, as UTF-8
+whatever the locale (a file name that is not UTF-8 as the bytes it is: `jaxcnn.output`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tqdm import tqdm
 from jaxcnn.data.decode import UnreadableImage
 from jaxcnn.data.scan import IMAGE_EXTENSIONS, list_images
 from jaxcnn.inference.run import TrainedModel
+from jaxcnn.output import OutputPathError, atomic_write, check_writable, utf8_text
 
 OUTPUT_FORMATS = (".csv", ".json")
 PROGRESS_MIN_FILES = 100  # below this a progress bar is noise
@@ -92,41 +95,63 @@ def predict_files(model: TrainedModel, paths: Sequence[str], *, topk: int = 5,
 
 
 def check_output(path) -> str:
-    """`path` as a string, or a ValueError unless it ends in one of `OUTPUT_FORMATS`."""
+    """`path` as a string, checked before any work: it ends in one of `OUTPUT_FORMATS` and can be
+    written (`jaxcnn.output.check_writable`); else an `OutputPathError` naming it."""
     path = os.fspath(path)
     if not path.lower().endswith(OUTPUT_FORMATS):
-        raise ValueError(f"--output must end in {' or '.join(OUTPUT_FORMATS)}, got {path!r}")
+        raise OutputPathError(f"--output must end in {' or '.join(OUTPUT_FORMATS)}, got {path!r}")
+    check_writable(path, what="--output")
     return path
+
+
+def unreadable_list(path: str) -> str:
+    """Where the CSV output `path` lists the unreadable files: `<stem>-unreadable.csv`."""
+    return os.path.splitext(path)[0] + "-unreadable.csv"
 
 
 def write_predictions(path, rows: list[dict], unreadable: list[tuple[str, str]], class_names) -> list[str]:
     """Write `rows` as CSV or JSON (by `path`'s suffix); returns the files written.
 
     CSV: path, predicted, probability, top1..topK (class, probability), then every class's
-    probability; unreadable files go to `<stem>-unreadable.csv`. JSON: {"predictions", "unreadable"}.
+    probability; unreadable files go to `<stem>-unreadable.csv` (an older one is removed when
+    none is unreadable now, so no list is taken for this run's). JSON: {"predictions", "unreadable"}.
     """
     path = check_output(path)
     if path.lower().endswith(".json"):
-        with open(path, "w") as f:
+        with atomic_write(path) as f:
             listed = [{"path": p, "reason": r} for p, r in unreadable]
-            json.dump({"predictions": rows, "unreadable": listed}, f, indent=1)
+            json.dump(_utf8_strings({"predictions": rows, "unreadable": listed}), f, indent=1)
         return [path]
     k = len(rows[0]["top"]) if rows else 0
     header = ["path", "predicted", "probability"]
     header += [f"top{i}{part}" for i in range(1, k + 1) for part in ("", "_probability")]
     header += [f"p[{name}]" for name in class_names]
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for row in rows:
             top = [value for pair in row["top"] for value in pair]
             writer.writerow([row["path"], row["predicted"], row["probability"], *top, *row["probabilities"].values()])
-    written = [path]
+    written, listed = [path], unreadable_list(path)
     if unreadable:
-        written.append(os.path.splitext(path)[0] + "-unreadable.csv")
-        with open(written[-1], "w", newline="") as f:
+        with atomic_write(listed, newline="") as f:
             csv.writer(f).writerows([("path", "reason"), *unreadable])
+        written.append(listed)
+    elif os.path.isfile(listed):
+        os.remove(listed)
     return written
+
+
+def _utf8_strings(value):
+    """`value` (JSON-ready) with every string, keys too, as `utf8_text`: a file or class name read
+    under `LANG=C` is written as its characters, not as escapes of its bytes."""
+    if isinstance(value, str):
+        return utf8_text(value)
+    if isinstance(value, dict):
+        return {_utf8_strings(key): _utf8_strings(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_utf8_strings(item) for item in value]
+    return value
 
 
 def format_predictions(rows: list[dict], limit: int | None = None) -> str:

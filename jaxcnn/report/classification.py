@@ -11,6 +11,8 @@ import dataclasses
 
 import numpy as np
 
+from jaxcnn.output import displayable
+
 CALIBRATION_BINS = 15  # equal-width confidence bins, as in Guo et al. (2017) and timm
 TOP5_MIN_CLASSES = 6  # top-5 accuracy says something only with more than five classes
 
@@ -103,12 +105,14 @@ def classification_report(labels: np.ndarray, probabilities: np.ndarray, class_n
 
 
 def per_class_table(per_class: dict) -> str:
-    """The per-class metrics as a Markdown table (readable on a console too)."""
-    width = max(len("class"), *(len(name) for name in per_class))
+    """The per-class metrics as a Markdown table (readable on a console too); class names as
+    `displayable` text, so that a name read under `LANG=C` is aligned and valid UTF-8."""
+    names = {name: displayable(name) for name in per_class}
+    width = max(len("class"), *map(len, names.values()))
     lines = [f"| {'class':<{width}} | precision | recall | f1     | accuracy | support |",
              f"|{'-' * (width + 2)}|-----------|--------|--------|----------|---------|"]
     for name, m in per_class.items():
         cells = [("    -" if m[k] is None else f"{m[k]:.4f}") for k in ("precision", "recall", "f1", "accuracy")]
-        lines.append(f"| {name:<{width}} | {cells[0]:>9} | {cells[1]:>6} | {cells[2]:>6} | {cells[3]:>8} "
+        lines.append(f"| {names[name]:<{width}} | {cells[0]:>9} | {cells[1]:>6} | {cells[2]:>6} | {cells[3]:>8} "
                      f"| {m['support']:>7} |")
     return "\n".join(lines)

@@ -3,14 +3,18 @@ confident mistakes, and the reliability diagram.
 
 Sizes and fonts scale with the number of classes so labels never overlap up to
 `MAX_MATRIX_CLASSES`; beyond that a matrix is unreadable, and a table of the most frequent
-confusions is drawn instead.
+confusions is drawn instead. Class names are drawn as `displayable` text (a name read under
+`LANG=C` holds surrogate escapes, which matplotlib cannot draw) in fonts that have their glyphs
+(`figure_fonts`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from jaxcnn.output import displayable
 from jaxcnn.report.classification import Calibration
+from jaxcnn.report.fonts import figure_fonts
 from jaxcnn.report.plots import plt
 
 MAX_MATRIX_CLASSES = 100
@@ -20,6 +24,8 @@ NAME_CHARACTERS = 24  # longer class names are shortened with an ellipsis
 
 
 def short(name: str, limit: int = NAME_CHARACTERS) -> str:
+    """`name` as drawn: displayable, shortened with an ellipsis beyond `limit` characters."""
+    name = displayable(name)
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
@@ -30,15 +36,21 @@ def plot_confusion(confusion: np.ndarray, class_names, path, title: str) -> None
     if n > MAX_MATRIX_CLASSES:
         plot_top_confusions(confusion, class_names, path, title)
         return
+    names, title = [short(c) for c in class_names], displayable(title)
+    with figure_fonts([*names, title]):
+        _draw_confusion(confusion, names, path, title)
+
+
+def _draw_confusion(confusion: np.ndarray, names: list[str], path, title: str) -> None:
+    n = len(names)
     rows = confusion.sum(axis=1, keepdims=True)
     normalized = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
     cell = 0.55 if n <= ANNOTATE_MAX_CLASSES else 0.16  # inches per cell: room for its text
-    name_inches = 0.075 * max(len(short(c)) for c in class_names)
+    name_inches = 0.075 * max(len(name) for name in names)
     side = max(4.0, n * cell)
     fig, ax = plt.subplots(figsize=(side + name_inches + 2.2, side + name_inches + 1.2), constrained_layout=True)
     image = ax.imshow(normalized, cmap="Blues", vmin=0.0, vmax=1.0)
     font = 9 if n <= ANNOTATE_MAX_CLASSES else 6
-    names = [short(c) for c in class_names]
     ax.set_xticks(range(n), names, rotation=90, fontsize=font)
     ax.set_yticks(range(n), names, fontsize=font)
     ax.set_xlabel("predicted class")
@@ -68,19 +80,31 @@ def top_confusions(confusion: np.ndarray, class_names, limit: int = TOP_CONFUSIO
 def plot_top_confusions(confusion: np.ndarray, class_names, path, title: str) -> None:
     rows = top_confusions(confusion, class_names)
     cells = [[short(t, 40), short(p, 40), str(c), f"{100 * s:.1f}%"] for t, p, c, s in rows] or [["-", "-", "0", "-"]]
+    title = displayable(title)
+    with figure_fonts([*(cell for row in cells for cell in row[:2]), title]):
+        _draw_table(cells, f"{len(class_names)} classes: the {len(rows)} most frequent confusions", path, title)
+
+
+def _draw_table(cells: list[list[str]], subtitle: str, path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(9, 0.22 * len(cells) + 1.0), constrained_layout=True)
     ax.axis("off")
     table = ax.table(cellText=cells, colLabels=["true class", "predicted as", "count", "of the true class"],
                      loc="upper center", cellLoc="left", colLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
-    ax.set_title(f"{title}\n{len(class_names)} classes: the {len(rows)} most frequent confusions", fontsize=10)
+    ax.set_title(f"{title}\n{subtitle}", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_mistakes(mistakes: list[tuple[float, np.ndarray, int, int]], class_names, path, title: str) -> None:
     """A grid of (probability, uint8 HWC image, true, predicted), most confident first."""
+    names, title = [short(c, 20) for c in class_names], displayable(title)
+    with figure_fonts([*names, title]):
+        _draw_mistakes(mistakes, names, path, title)
+
+
+def _draw_mistakes(mistakes: list[tuple[float, np.ndarray, int, int]], names: list[str], path, title: str) -> None:
     count = len(mistakes)
     columns = min(4, max(count, 1))
     grid_rows = max(1, -(-count // columns))
@@ -91,7 +115,7 @@ def plot_mistakes(mistakes: list[tuple[float, np.ndarray, int, int]], class_name
     for ax, (probability, image, true, predicted) in zip(axes.flat, mistakes):
         gray = image.shape[-1] == 1
         ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=255)
-        ax.set_title(f"true: {short(class_names[true], 20)}\npredicted: {short(class_names[predicted], 20)}\n"
+        ax.set_title(f"true: {names[true]}\npredicted: {names[predicted]}\n"
                      f"p = {probability:.3f}", fontsize=8)
     if not mistakes:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=12)
@@ -102,6 +126,12 @@ def plot_mistakes(mistakes: list[tuple[float, np.ndarray, int, int]], class_name
 
 def plot_reliability(bins: Calibration, path, title: str) -> None:
     """Accuracy per confidence bin against the diagonal of perfect calibration, with bin counts."""
+    title = displayable(title)
+    with figure_fonts([title]):
+        _draw_reliability(bins, path, title)
+
+
+def _draw_reliability(bins: Calibration, path, title: str) -> None:
     fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(6, 7), sharex=True, constrained_layout=True,
                                         gridspec_kw={"height_ratios": [3, 1]})
     width = np.diff(bins.edges)

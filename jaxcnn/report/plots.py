@@ -1,7 +1,12 @@
 """Training curves as a PNG: loss and accuracy per epoch, train vs validation, the learning rate on
-a second axis of the loss panel, and the best checkpoint's epoch marked on both."""
+a second axis of the loss panel, and the best checkpoint's epoch marked on both; and
+`figure_written`, which every figure of a run goes through."""
 
 from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Callable
 
 import matplotlib
 
@@ -9,7 +14,31 @@ matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from jaxcnn.output import atomic_path, displayable  # noqa: E402
+
 LOG_SCALE_RANGE = 10  # the LR axis turns logarithmic when the LR varies more than this factor
+
+log = logging.getLogger("jaxcnn")
+
+
+def figure_written(path, draw: Callable[[pathlib.Path], None]) -> bool:
+    """`draw(file)` the figure for `path`; True when it was written. A figure is the least part of
+    a report: one that cannot be drawn is one warning line, never a failure of what is written
+    beside it. It is written whole or not at all, and on failure no older figure is left at
+    `path` to be taken for this one."""
+    path = pathlib.Path(path)
+    open_before = set(plt.get_fignums())
+    try:
+        with atomic_path(path) as temporary:
+            draw(temporary)
+        return True
+    except Exception as error:
+        for number in set(plt.get_fignums()) - open_before:
+            plt.close(number)
+        path.unlink(missing_ok=True)
+        reason = (str(error).splitlines() or [""])[0]
+        log.warning(f"Figure {displayable(str(path))} not drawn ({type(error).__name__}: {displayable(reason)})")
+        return False
 
 
 def _plot_learning_rate(ax, epochs: list, history: list[dict]):

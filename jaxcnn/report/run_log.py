@@ -13,8 +13,9 @@ import pathlib
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from jaxcnn.output import TEXT_ERRORS
 from jaxcnn.report.console import format_epoch
-from jaxcnn.report.plots import plot_history
+from jaxcnn.report.plots import figure_written, plot_history
 
 METRIC_COLUMNS = (  # every run (val_* empty without a validation set)
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds", "images_per_second",
@@ -40,7 +41,7 @@ def write_json(path, obj) -> None:
     """Write `obj` as indented JSON atomically (a killed run never leaves half a file)."""
     path = pathlib.Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
 
 
@@ -48,7 +49,7 @@ def write_json(path, obj) -> None:
 def log_to_file(path, earlier: list[logging.LogRecord] = ()):
     """Append everything the "jaxcnn" logger logs (at INFO and above) to `path` while open,
     after the `earlier` records (`recorded_log`'s, from before the file could exist)."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = logging.FileHandler(path, encoding="utf-8", errors=TEXT_ERRORS)  # any file name in a message
     handler.setFormatter(DetailedFormatter())
     for record in earlier:
         handler.handle(record)
@@ -124,7 +125,7 @@ class RunLogger:
         """Start metrics.csv ("w": header, then `rows`) or append `rows` to it ("a")."""
         if self._columns is None:
             self._columns = metric_columns(rows[0])
-        with open(self.run_dir / "metrics.csv", mode, newline="") as f:
+        with open(self.run_dir / "metrics.csv", mode, newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, self._columns, extrasaction="ignore")
             if mode == "w":
                 writer.writeheader()
@@ -153,29 +154,32 @@ class RunLogger:
                best_epoch: int | None) -> None:
         """The end-of-run report: the best checkpoint's confusion matrix and per-class table in the
         run folder and in TensorBoard (image, hparams with the test results); curves.png marks
-        `best_epoch` when drawn at `close`."""
+        `best_epoch` when drawn at `close`. A figure that cannot be drawn is a warning line."""
         from PIL import Image
 
         from jaxcnn.report.final import final_metrics, hyperparameters, write_best_report
 
         self.best_epoch = best_epoch
         files = write_best_report(self.run_dir, results, class_names, split, config_values["model"]["arch"])
-        if files:
-            with Image.open(files[0]) as image:
+        figure = self.run_dir / "confusion.png"
+        if figure in files:
+            with Image.open(figure) as image:
                 picture = np.asarray(image.convert("RGB"))
             self._tensorboard.add_image(f"confusion_matrix/{split}_best", picture, best_epoch, dataformats="HWC")
-            self.message(f"Confusion matrix and per-class table of the best checkpoint: "
-                         f"{', '.join(str(f) for f in files)}")
+        if files:
+            self.message(f"{'Confusion matrix and per-class' if figure in files else 'Per-class'} table of the "
+                         f"best checkpoint: {', '.join(str(f) for f in files)}")
         self._tensorboard.add_hparams(hyperparameters(config_values), final_metrics(results), name="hparams")
 
     def message(self, text: str) -> None:
         self._logger.info(text)
 
     def close(self) -> None:
-        """Flush TensorBoard and draw `curves.png` from the full history."""
+        """Flush TensorBoard and draw `curves.png` from the full history (or warn that it could not)."""
         self._tensorboard.close()
         if self.history:
-            plot_history(self.history, self.run_dir / "curves.png", best_epoch=self.best_epoch)
+            figure_written(self.run_dir / "curves.png",
+                           lambda path: plot_history(self.history, path, best_epoch=self.best_epoch))
 
 
 class OtherProcessLogger:

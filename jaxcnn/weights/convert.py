@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from jaxcnn.errors import WeightsFileError
 from jaxcnn.weights.io import Source, read_state_dict, write_state_dict
 from jaxcnn.weights.layout import (Entry, batch_norm_modules, default_input_shape, family_of,
                                   model_layout)
@@ -76,20 +77,22 @@ def load_torch_weights(arch: str, source: Source, *, num_classes: int | None = N
     (another number of classes, another head type) are initialized from the model's init with
     `rng`; a shape mismatch anywhere else raises. Missing or unexpected keys outside the head
     raise with strict=True and are logged as warnings (missing ones initialized) otherwise.
+    Weights that do not fit raise `WeightsFileError`, one line naming the file, keys and shapes.
     `input_shape` (H, W, C) sets the input channels (and lenet5's flattened size); default
     3 channels at 224 px (32 px for lenet5 and CIFAR-stem ResNets). torchvision's ImageNet
     googlenet weights expect `transform_input`, i.e. inputs normalized with mean = std = 0.5.
     """
     state = {key: value for key, value in read_state_dict(source).items()
              if not key.endswith(".num_batches_tracked")}
+    name = "the state_dict" if isinstance(source, Mapping) else str(source)
     shape, options = _input_shape(input_shape), tuple(sorted(model_options.items()))
     model, entries = model_layout(arch, 1 if num_classes is None else num_classes, shape, options)
     input_shape = shape or default_input_shape(model)
     if num_classes is None:
-        num_classes = _infer_num_classes(arch, entries, state)
+        num_classes = _infer_num_classes(arch, entries, state, name)
         model, entries = model_layout(arch, num_classes, shape, options)
-    values, report = _match(arch, num_classes, entries, state, input_shape)
-    _enforce(report, family_of(model), strict)
+    values, report = _match(arch, num_classes, entries, state, input_shape, name)
+    _enforce(report, family_of(model), strict, name)
     if report.newly_initialized:
         paths = [e.path for e in entries if e.key in report.newly_initialized]
         values.update(_initialize(model, input_shape, rng, paths))
@@ -111,18 +114,18 @@ def _initialize(model, input_shape, rng, paths) -> dict:
     return dict(zip(paths, jax.jit(init)(key)))
 
 
-def _infer_num_classes(arch: str, entries: list[Entry], state: dict) -> int:
+def _infer_num_classes(arch: str, entries: list[Entry], state: dict, name: str) -> int:
     """The file's class count, read off the weight of the model's final classifier layer."""
     final = next(e for e in entries if e.path == ("params", "fc", "kernel"))
     value = state.get(final.key)
     if value is None or value.ndim != 2 or value.shape[1] != final.torch_shape[1]:
         found = "absent" if value is None else f"of shape {tuple(value.shape)}"
-        raise ValueError(f"cannot tell {arch}'s number of classes from the weights ({final.key} is "
-                         f"{found}, expected (classes, {final.torch_shape[1]})); pass num_classes=")
+        raise WeightsFileError(f"cannot tell {arch}'s number of classes from {name} ({final.key} is "
+                               f"{found}, expected (classes, {final.torch_shape[1]})); pass num_classes=")
     return int(value.shape[0])
 
 
-def _match(arch, num_classes, entries, state, input_shape) -> tuple[dict, LoadReport]:
+def _match(arch, num_classes, entries, state, input_shape, name) -> tuple[dict, LoadReport]:
     values, loaded, fresh, missing, shapes, mismatched = {}, [], [], [], {}, []
     for entry in entries:
         value = state.get(entry.key)
@@ -139,8 +142,8 @@ def _match(arch, num_classes, entries, state, input_shape) -> tuple[dict, LoadRe
         else:
             mismatched.append(f"{entry.key}: file {tuple(value.shape)}, model {entry.torch_shape}")
     if mismatched:
-        raise ValueError(f"{arch}: the weights do not fit outside the head (input_shape="
-                         f"{input_shape} sets the input channels):\n  " + "\n  ".join(mismatched))
+        raise WeightsFileError(f"{name} does not fit {arch} outside the head (input_shape={input_shape} sets the "
+                               f"input channels; is it the weights of another model?): {_listed(mismatched, '; ')}")
     known = {entry.key for entry in entries}
     unexpected = [key for key in state if key not in known]
     shapes.update({key: (tuple(state[key].shape), None) for key in unexpected})
@@ -148,7 +151,11 @@ def _match(arch, num_classes, entries, state, input_shape) -> tuple[dict, LoadRe
                               tuple(unexpected), shapes)
 
 
-def _enforce(report: LoadReport, family, strict: bool) -> None:
+def _listed(items: Sequence[str], separator: str = ", ", limit: int = 8) -> str:
+    return separator.join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def _enforce(report: LoadReport, family, strict: bool, name: str) -> None:
     """Missing / unexpected keys outside the head: an error if strict, else a warning."""
     problems = [f"{kind} {', '.join(keys[:12])}{' ...' if len(keys) > 12 else ''} ({len(keys)})"
                 for kind, keys in (
@@ -159,7 +166,8 @@ def _enforce(report: LoadReport, family, strict: bool) -> None:
         return
     message = f"{report.arch}: keys outside the head do not match: " + "; ".join(problems)
     if strict:
-        raise ValueError(message + " (strict=False loads the rest and initializes the missing)")
+        raise WeightsFileError(f"{name} does not fit {message} (is it the weights of another model? "
+                               "strict=False loads the rest and initializes the missing)")
     logger.warning("%s", message)
 
 
