@@ -73,9 +73,9 @@ def onnx_probabilities(path, images) -> np.ndarray:
     return session.run(None, {"images": images})[0]
 
 
-@pytest.mark.parametrize("arch", list_models())
-def test_onnxruntime_matches_the_models_forward_pass(arch, tmp_path):
-    model = create_model(arch, CLASSES)
+def check_parity(arch: str, tmp_path, **options) -> None:
+    """Batch 7 and batch 1 through one exported file, against the model's own forward pass."""
+    model = create_model(arch, CLASSES, **options)
     images = np.random.default_rng(1).integers(0, 256, (7, *SIZE, 3), dtype=np.uint8)
     variables, expected = reference(model, random_variables(model, seed=0), images)
     assert 1.5 / CLASSES < expected.max(axis=1).mean() < 0.99  # the check below is not on flat or one-hot rows
@@ -86,8 +86,22 @@ def test_onnxruntime_matches_the_models_forward_pass(arch, tmp_path):
     assert [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", *SIZE, 3]
     batch_of_7, batch_of_1 = onnx_probabilities(path, images), onnx_probabilities(path, images[:1])
     difference = max(np.abs(batch_of_7 - expected).max(), np.abs(batch_of_1 - expected[:1]).max())
-    print(f"\n{arch}: largest difference {difference:.2e}, {path.stat().st_size / 2**20:.1f} MiB")
+    print(f"\n{arch} {options or ''}: largest difference {difference:.2e}, {path.stat().st_size / 2**20:.1f} MiB")
     assert difference < TOLERANCE
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_onnxruntime_matches_the_models_forward_pass(arch, tmp_path):
+    check_parity(arch, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, options", [("vgg11", {"head": "classic"}), ("googlenet", {"aux_logits": True}),
+                                           ("resnet18", {"stem": "cifar"})])
+def test_model_options_export_too(arch, options, tmp_path):
+    """The classic VGG head's adaptive pool and 4096-wide layers (a 400 MiB file), GoogLeNet with its
+    auxiliary heads' variables (unused in evaluation), the CIFAR stem."""
+    check_parity(arch, tmp_path, **options)
 
 
 class Extras(nn.Module):
@@ -153,7 +167,8 @@ def _init(model):
 
 def test_an_unsupported_primitive_is_one_line_naming_it_and_the_model(tmp_path):
     model = CumulativeSum(name="cumulative")
-    with pytest.raises(OnnxExportError, match=r"ONNX export of cumulative: .*'cumsum' at .*test_onnx_export.py") as error:
+    named = r"ONNX export of cumulative: .*'cumsum' at .*test_onnx_export.py"
+    with pytest.raises(OnnxExportError, match=named) as error:
         export_onnx((model, _init(model)), tmp_path / "m.onnx", input_shape=(8, 8, 3), mean=MEAN, std=STD)
     assert isinstance(error.value, UserError) and "\n" not in str(error.value)
     assert not (tmp_path / "m.onnx").exists()
@@ -179,7 +194,7 @@ def test_bad_options_and_bfloat16_models_are_refused(tmp_path):
         export_onnx((lenet, variables), tmp_path / "m.onnx", input_shape=(28, 28, 1))
     with pytest.raises(OnnxExportError, match="input_layout 'nchw'"):
         export_onnx((lenet, variables), tmp_path / "m.onnx", input_shape=(28, 28, 1), input_layout="nchw")
-    bfloat16 = r"computes in bfloat16 and the export is float32: export \(model\.clone\(dtype=jnp\.float32\), variables\)"
+    bfloat16 = r"in bfloat16 and the export is float32: export \(model\.clone\(dtype=jnp\.float32\), variables\)"
     with pytest.raises(OnnxExportError, match=bfloat16):
         export_onnx((lenet.clone(dtype=jnp.bfloat16), variables), tmp_path / "m.onnx", input_shape=(28, 28, 1),
                     mean=(0.5,), std=(0.5,))
@@ -272,7 +287,8 @@ def test_the_float_nchw_layout_from_the_command_line(run_dir, demo_paths, tmp_pa
     from jaxcnn.cli import main
 
     out = tmp_path / "nchw"
-    assert main(["export", str(run_dir), "--format", "onnx", "--input-layout", "nchw-float32", "--output", str(out)]) == 0
+    argv = ["export", str(run_dir), "--format", "onnx", "--input-layout", "nchw-float32", "--output", str(out)]
+    assert main(argv) == 0
     spec = json.loads((out / "model.json").read_text())
     assert spec["input"]["shape"] == [None, 1, 28, 28] and spec["preprocessing_inside"] is None
     model = jaxcnn.load_run(run_dir)
@@ -281,16 +297,43 @@ def test_the_float_nchw_layout_from_the_command_line(run_dir, demo_paths, tmp_pa
     np.testing.assert_allclose(probabilities, model.predict(demo_paths), atol=TOLERANCE)
 
 
+def test_export_onnx_takes_a_trained_model_from_python(run_dir, demo_paths, tmp_path):
+    model = jaxcnn.load_run(run_dir)
+    proto = jaxcnn.export_onnx(model, tmp_path / "lenet5.onnx")
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["class_names"]) == list(model.class_names)
+    images = model.inputs.resize([model.inputs.load(p) for p in demo_paths])
+    np.testing.assert_allclose(onnx_probabilities(tmp_path / "lenet5.onnx", images), model.predict(demo_paths),
+                               atol=TOLERANCE)
+    with pytest.raises(OnnxExportError, match="a TrainedModel brings its own"):
+        jaxcnn.export_onnx(model, tmp_path / "other.onnx", mean=(0.5,), std=(0.5,))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--format", "tflite"], "error: --format 'tflite': expected jax or onnx"),
     (["--input-layout", "nchw-float32"], "error: --input-layout applies to --format onnx only"),
-    (["--format", "onnx", "--input-layout", "nchw"], "error: --input-layout 'nchw': expected nhwc-uint8 or nchw-float32"),
+    (["--format", "onnx", "--input-layout", "nchw"],
+     "error: --input-layout 'nchw': expected nhwc-uint8 or nchw-float32"),
 ])
 def test_a_bad_export_request_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     from jaxcnn.cli import main
 
     assert main(["export", str(tmp_path / "no-run"), *argv]) == 2
     assert capsys.readouterr().err.strip() == message
+
+
+def test_a_run_the_exporter_refuses_is_one_line_and_exit_2(run_dir, tmp_path, capsys):
+    from jaxcnn.cli import main
+
+    run = tmp_path / "bfloat16-run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("export"))
+    recorded = json.loads((run / "config.json").read_text())
+    recorded["config"]["model"]["dtype"] = "bfloat16"  # as `jaxcnn train --dtype bfloat16` records it
+    (run / "config.json").write_text(json.dumps(recorded))
+    assert main(["export", str(run), "--format", "onnx"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: ONNX export of lenet5: the model computes in bfloat16 and the export is float32: export "
+        "(model.clone(dtype=jnp.float32), variables) from Python to run it in float32 instead")
+    assert not (run / "export").exists()
 
 
 def test_without_the_onnx_extra_the_command_names_it(tmp_path):

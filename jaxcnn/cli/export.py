@@ -1,4 +1,5 @@
-"""`jaxcnn export`: write a trained run as a `jax.export` artifact or an ONNX file, e.g. `jaxcnn export runs/fm --output fm-export`.
+"""`jaxcnn export`: write a trained run as a `jax.export` artifact or an ONNX file, e.g.
+`jaxcnn export runs/fm --output fm-export`.
 
 --format jax (default): DIR/model.jaxexport is the serialized evaluation forward pass: uint8 NHWC
 images at the model's input size in, class probabilities out, normalization inside. It loads and

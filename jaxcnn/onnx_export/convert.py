@@ -13,6 +13,9 @@ handle, is an `OnnxExportError` naming the primitive, the model and the line it 
 
 from __future__ import annotations
 
+import contextlib
+
+import jax
 import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
@@ -121,11 +124,19 @@ class JaxprConverter:
         numpy_fold = NUMPY_FOLDS.get(eqn.primitive.name)
         outs = numpy_fold(eqn, *values) if numpy_fold else None
         if outs is None:
-            outs = eqn.primitive.bind(*values, **eqn.params)
+            with _on_cpu():  # full float32: a GPU's default precision would round products to TF32
+                outs = eqn.primitive.bind(*values, **eqn.params)
         outs = outs if eqn.primitive.multiple_results else [outs]
         label = next((a.label for a in args if a.label), None)
         out_dtypes = [np.dtype(var.aval.dtype) for var in eqn.outvars]
         return [Const(np.asarray(out).astype(dtype, copy=False), label) for out, dtype in zip(outs, out_dtypes)]
+
+
+def _on_cpu():
+    try:
+        return jax.default_device(jax.local_devices(backend="cpu")[0])
+    except RuntimeError:  # no CPU backend (JAX_PLATFORMS without cpu): the default device
+        return contextlib.nullcontext()
 
 
 def _floats(*values) -> bool:
