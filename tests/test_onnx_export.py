@@ -86,7 +86,8 @@ def check_parity(arch: str, tmp_path, **options) -> None:
     assert [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", *SIZE, 3]
     batch_of_7, batch_of_1 = onnx_probabilities(path, images), onnx_probabilities(path, images[:1])
     difference = max(np.abs(batch_of_7 - expected).max(), np.abs(batch_of_1 - expected[:1]).max())
-    print(f"\n{arch}{f' {options}' if options else ''}: largest difference {difference:.2e}, {path.stat().st_size / 2**20:.1f} MiB")
+    name = f"{arch} {options}" if options else arch
+    print(f"\n{name}: largest difference {difference:.2e}, {path.stat().st_size / 2**20:.1f} MiB")
     assert difference < TOLERANCE
 
 
