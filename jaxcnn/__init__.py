@@ -4,6 +4,7 @@
     model = jaxcnn.create_model("resnet20", num_classes=10)
     config = jaxcnn.RunConfig.from_dict({"model": {"arch": "lenet5"}, "data": {"name": "demo"}})
     jaxcnn.run(config)            # the whole `jaxcnn train` recipe; or: with jaxcnn.build(config) as run: ...
+    jaxcnn.export_onnx(jaxcnn.load_run("runs/demo"), "demo.onnx")   # needs the `onnx` extra
 """
 
 import importlib
@@ -22,6 +23,7 @@ _EXPORTS = {
     "load_config": "jaxcnn.run_record",
     "load_run": "jaxcnn.inference",
     "TrainedModel": "jaxcnn.inference",
+    "export_onnx": "jaxcnn.onnx_export",
 }
 
 __all__ = ["__version__", *_EXPORTS]

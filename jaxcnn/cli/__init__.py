@@ -12,7 +12,7 @@ COMMANDS = {
     "summary": ("jaxcnn.cli.summary", "print a model's layer table and parameter count"),
     "evaluate": ("jaxcnn.cli.evaluate", "evaluate a trained run: metrics, confusion matrix, mistakes, calibration"),
     "predict": ("jaxcnn.cli.predict", "classify image files, folders or globs with a trained run"),
-    "export": ("jaxcnn.cli.export", "write a trained run as a jax.export artifact that runs without jaxcnn"),
+    "export": ("jaxcnn.cli.export", "write a trained run as a jax.export artifact or an ONNX file that runs without jaxcnn"),
     "compare": ("jaxcnn.cli.compare", "compare runs: their curves in one figure, and a table"),
     "export-torch": ("jaxcnn.cli.export_torch", "write a trained run as a torchvision-format state_dict (.pth/.safetensors)"),
 }

@@ -66,10 +66,22 @@ def export_model(model: TrainedModel, out_dir, *, batch_size: int | None = None,
     batch = jax.export.symbolic_shape("batch")[0] if batch_size is None else batch_size
     argument = jax.ShapeDtypeStruct((batch, height, width, channels), jnp.uint8)
     exported = jax.export.export(jax.jit(serving_function(model)), platforms=platforms)(argument)
+    spec = describe_export(model, batch_size, artifact=ARTIFACT,
+                           format="jax.export (load with jax.export.deserialize; needs jax and flatbuffers)")
+    spec["platforms"] = list(platforms)
+    with atomic_folder(out_dir) as folder:
+        (folder / ARTIFACT).write_bytes(exported.serialize())
+        (folder / SPEC).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    return spec
+
+
+def describe_export(model: TrainedModel, batch_size: int | None, *, artifact: str, format: str) -> dict:
+    """model.json: the artifact, the class names, the input contract and the run it comes from."""
+    height, width, channels = model.input_shape
     inputs = model.inputs
-    spec = {
-        "format": "jax.export (load with jax.export.deserialize; needs jax and flatbuffers)",
-        "artifact": ARTIFACT,
+    return {
+        "format": format,
+        "artifact": artifact,
         "class_names": list(inputs.class_names),
         "input": {"shape": [batch_size, height, width, channels], "dtype": "uint8", "layout": "NHWC",
                   "note": "images already resized to the input size; a null batch means any batch size"},
@@ -78,12 +90,7 @@ def export_model(model: TrainedModel, out_dir, *, batch_size: int | None = None,
         "preprocessing_outside": {"decode_size": inputs.decode_size, "augment": inputs.augment,
                                   "note": "evaluation resized images as jaxcnn.data.transforms.build_transforms"
                                           "(augment, train=False) does, after decoding to decode_size when set"},
-        "platforms": list(platforms),
         "run": str(model.run_dir), "arch": model.config.model.arch, "checkpoint": model.checkpoint,
         "ema_weights": model.ema,
         "epoch": model.epoch, "jax": jax.__version__,
     }
-    with atomic_folder(out_dir) as folder:
-        (folder / ARTIFACT).write_bytes(exported.serialize())
-        (folder / SPEC).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    return spec
