@@ -24,8 +24,9 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxcnn.config import AUTO, ConfigError, check_int, from_dict, option, reraise_as, to_dict
+from jaxcnn.config import AUTO, ConfigError, check_int, from_dict, merge, nest, option, reraise_as, to_dict
 from jaxcnn.data.config import DataConfig
+from jaxcnn.data.presets import training_preset
 from jaxcnn.distributed import DistributedConfig
 from jaxcnn.models.config import ModelConfig
 from jaxcnn.train.loop import LoopConfig
@@ -75,7 +76,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> RunConfig:
-        """From a nested dict such as `config.json`'s; missing options keep their defaults."""
+        """From a nested dict such as `config.json`'s; a missing option takes its dataset's training
+        preset where there is one (`jaxcnn.data.presets.training_preset`), else its default."""
+        for path, value in training_preset(values).items():
+            values = merge(nest(path, value), values)
         return from_dict(cls, values)
 
     def to_dict(self) -> dict:
