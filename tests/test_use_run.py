@@ -388,3 +388,41 @@ def test_export_torch_round_trip_keeps_the_test_accuracy(run_dir, demo_test, tmp
         assert not report.newly_initialized and not report.missing
         back = np.asarray(model.model.apply(variables, images, train=False)).argmax(axis=1)
         assert np.mean(back == demo_test.labels) == recorded
+
+
+def test_export_torch_prints_how_to_build_load_and_feed_the_twin(run_dir, demo_test, tmp_path, capsys):
+    """The printed lines run as they are, and the printed mean / std give the run's predictions."""
+    torch = pytest.importorskip("torch")
+    import re
+
+    from jaxcnn.cli import main as jaxcnn_main
+
+    path = tmp_path / "lenet5.safetensors"
+    assert jaxcnn_main(["export-torch", str(run_dir), str(path)]) == 0
+    printed = capsys.readouterr().out
+    code = "\n".join(line[4:] for line in printed.split("Load it in PyTorch:\n")[1].splitlines() if
+                     line.startswith("    ") and not line.startswith("    mean"))
+    namespace = {}
+    exec(code, namespace)
+    mean, std = (np.array(json.loads(v)) for v in re.search(r"mean (\[.*?\]), std (\[.*?\])", printed).groups())
+    assert "float32 NCHW batches (N, 1, 28, 28)" in printed
+    model = jaxcnn.load_run(run_dir)
+    pixels = np.stack([model.inputs.resize([model.inputs.load(p)])[0] for p in demo_test.paths[::10]])
+    x = ((pixels / 255.0 - mean) / std).astype(np.float32).transpose(0, 3, 1, 2)
+    with torch.no_grad():
+        logits = namespace["model"](torch.from_numpy(x)).numpy()
+    expected = np.log(model.predict(demo_test.paths[::10]))
+    np.testing.assert_allclose(logits - logits.max(1, keepdims=True), expected - expected.max(1, keepdims=True),
+                               atol=2e-3)
+
+
+def test_a_demo_run_has_fashion_mnists_class_names_and_evaluates_on_it(run_dir, tmp_path):
+    from jaxcnn.cli import main
+    from jaxcnn.data.mnist import FASHION_MNIST
+
+    assert jaxcnn.load_run(run_dir).class_names == FASHION_MNIST.class_names
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    assert main(["evaluate", str(run_dir), "--data", "fashion_mnist", "--out-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "eval-fashion_mnist-test-best.json").read_text())
+    assert report["examples"] == 10_000 and report["accuracy"] > 0.3 and "T-shirt/top" in report["per_class"]
