@@ -426,3 +426,16 @@ def test_a_demo_run_has_fashion_mnists_class_names_and_evaluates_on_it(run_dir, 
     assert main(["evaluate", str(run_dir), "--data", "fashion_mnist", "--out-dir", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "eval-fashion_mnist-test-best.json").read_text())
     assert report["examples"] == 10_000 and report["accuracy"] > 0.3 and "T-shirt/top" in report["per_class"]
+
+
+def test_tensorboard_loads_the_runs_event_files(run_dir):
+    """`tensorboard --logdir runs` (the `tensorboard` extra) shows what jaxcnn wrote with tensorboardX."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    loaded = accumulator.EventAccumulator(str(events), size_guidance={accumulator.SCALARS: 0})
+    loaded.Reload()
+    epochs = results(run_dir)["epochs_completed"]
+    scalars = loaded.Tags()["scalars"]
+    assert {"loss/train", "accuracy/val", "lr"} <= set(scalars), scalars
+    assert [event.step for event in loaded.Scalars("loss/train")] == list(range(1, epochs + 1))
+    assert "confusion_matrix/test_best" in loaded.Tags()["images"]
