@@ -29,6 +29,8 @@ uint8 batch already on the devices (normalized inside the step, as a run's batch
 auto` does (the largest multiple of 8 whose compiled train step fits the device memory; 128 at
 most on CPU), so one command covers every architecture and input size on any GPU.
 
+`--json FILE` is rewritten after every configuration, so a stopped run keeps what it measured.
+
 `--eval` times `eval_step` instead. `--pipeline [host|device]` feeds real data (`--data`, default
 the embedded demo set) through the training loop's own prefetch -- host: the Grain `Loader`;
 device: the device-resident `DeviceLoader` (in-memory data, recipes of crop and flip) --,
@@ -168,8 +170,9 @@ def load_pipeline_data(args):
     return load_data(args.data, args.data_dir, image_size=args.image_size[0], cache=args.cache)
 
 
-def run_configs(args, device_counts) -> list[dict]:
-    """Measure every configuration for each device count in this process; one record each."""
+def run_configs(args, device_counts, on_record=lambda record: None) -> list[dict]:
+    """Measure every configuration for each device count in this process; one record each, handed
+    to `on_record` as soon as it is measured (so that a stopped benchmark keeps what it measured)."""
     env = harness.environment()
     channels, num_classes, data, normalize = args.channels, args.num_classes, None, None
     if args.pipeline:
@@ -192,6 +195,7 @@ def run_configs(args, device_counts) -> list[dict]:
                       "error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
         record.update(env, device_count=devices)
         records.append(record)
+        on_record(record)
         print(progress_line(record), flush=True)
     return records
 
@@ -215,19 +219,32 @@ def progress_line(r: dict) -> str:
 
 
 def run_subprocesses(args, argv: list[str]) -> list[dict]:
-    """One subprocess per device count with that many fake CPU devices; their records joined."""
-    records = []
-    for devices in args.devices:
-        with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+    """One subprocess per device count with that many fake CPU devices; their records joined.
+
+    They append to one JSON-lines file, and each rewrites `--json` from it after every record."""
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        for devices in args.devices:
             env = dict(os.environ, JAX_PLATFORMS="cpu")
             flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
             env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
-            # The later --devices overrides the caller's; a subprocess never writes --json.
-            command = [sys.executable, __file__, *argv, "--devices", str(devices), "--records", out.name]
+            command = [sys.executable, __file__, *argv, "--devices", str(devices), "--records", out.name]  # later wins
             print(f"{devices} CPU device(s):", flush=True)
             subprocess.run(command, env=env, check=True)
-            records += [json.loads(line) for line in out.read().splitlines()]
-    return records
+        return read_records(out.name)
+
+
+def read_records(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f.read().splitlines()]
+
+
+def write_json(path: str, records: list[dict]) -> None:
+    """`--json`: the records so far, with their scaling, written whole (never half a file)."""
+    records = [dict(r) for r in records]
+    add_scaling(records)
+    temporary = pathlib.Path(f"{path}.partial")
+    temporary.write_text(json.dumps(records, indent=1) + "\n")
+    os.replace(temporary, path)
 
 
 def add_scaling(records: list[dict]) -> None:
@@ -301,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="--pipeline: where the dataset lies")
     p.add_argument("--workers", type=int, default=0, help="--pipeline: Loader worker processes")
     p.add_argument("--cache", action="store_true", help="--pipeline: keep decoded folder images in memory")
-    p.add_argument("--json", help="write the records (one per configuration) to this JSON file")
+    p.add_argument("--json", help="write the records (one per configuration) to this JSON file, "
+                                   "rewritten after every configuration")
     p.add_argument("--records", help=argparse.SUPPRESS)  # subprocess: append JSON lines here
     return p
 
@@ -315,10 +333,14 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         sys.exit(f"unknown --arch/--dtype/--batch-size {unknown}; models: {', '.join(list_models())}; "
                  "dtypes: float32, bfloat16; batch sizes: positive integers or auto")
-    if args.records:  # a subprocess with its device count set
-        with open(args.records, "a") as out:
-            for record in run_configs(args, args.devices):
+    if args.records:  # a subprocess with its device count set: every record out as soon as it is measured
+        def append(record: dict) -> None:
+            with open(args.records, "a") as out:
                 out.write(json.dumps(record) + "\n")
+            if args.json:
+                write_json(args.json, read_records(args.records))
+
+        run_configs(args, args.devices, append)
         return
     if jax.default_backend() == "cpu":
         records = run_subprocesses(args, argv)
@@ -327,11 +349,18 @@ def main(argv: list[str] | None = None) -> None:
         too_many = [n for n in args.devices if n > visible]
         if too_many:
             sys.exit(f"--devices {too_many} exceed the {visible} visible {jax.default_backend()} devices")
-        records = run_configs(args, args.devices)
+        measured = []
+
+        def keep(record: dict) -> None:
+            measured.append(record)
+            if args.json:
+                write_json(args.json, measured)
+
+        records = run_configs(args, args.devices, keep)
     add_scaling(records)
     print_table(records)
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
+        write_json(args.json, records)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ import dataclasses
 import datetime
 import pathlib
 
-from jaxcnn.config import ConfigError, check_int, from_dict, option, to_dict
+from jaxcnn.config import ConfigError, check_int, from_dict, merge, nest, option, to_dict
 from jaxcnn.data.config import DataConfig
+from jaxcnn.data.presets import training_preset
 from jaxcnn.distributed import DistributedConfig
 from jaxcnn.models.config import ModelConfig
 from jaxcnn.train.finetune import FinetuneConfig
@@ -56,7 +57,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> RunConfig:
-        """From a nested dict such as `config.json`'s; missing options keep their defaults."""
+        """From a nested dict such as `config.json`'s; a missing option takes its dataset's training
+        preset where there is one (`jaxcnn.data.presets.training_preset`), else its default."""
+        for path, value in training_preset(values).items():
+            values = merge(nest(path, value), values)
         return from_dict(cls, values)
 
     def to_dict(self) -> dict:

@@ -3,8 +3,9 @@
 Takes, for each of the 10 classes, the first TRAIN_PER_CLASS images of that label in the training
 file and the first TEST_PER_CLASS in the test file (file order), and writes them as 28x28 grayscale
 PNGs to demo/{train,test}/<label>_<name>/<split>_<index in the idx file>.png. The label prefix keeps
-the sorted folder order equal to Fashion-MNIST's label order. Deterministic: the same idx files give
-byte-identical PNGs.
+the sorted folder order equal to Fashion-MNIST's label order; demo/classes.txt maps each folder to
+Fashion-MNIST's class name ("T-shirt/top" cannot be a folder name). Deterministic: the same idx files
+give byte-identical PNGs.
 
     python scripts/make_demo_dataset.py [--source /usr/share/datasets/fashion-mnist]
 
@@ -21,6 +22,8 @@ import shutil
 
 import numpy as np
 from PIL import Image
+
+from jaxcnn.data.mnist import FASHION_MNIST
 
 TRAIN_PER_CLASS = 150
 TEST_PER_CLASS = 40
@@ -50,6 +53,15 @@ def find(source: str, stem: str) -> str:
     raise FileNotFoundError(f"{stem}(.gz) not found in {source}")
 
 
+def write_classes(out: str) -> None:
+    """demo/classes.txt: `<folder> TAB <class name>` per class in label order (jaxcnn.data.folder.demo_classes)."""
+    with open(os.path.join(out, "classes.txt"), "w", encoding="utf-8") as f:
+        f.write("# The demo's class folders (label order) and their names: Fashion-MNIST's, as --data fashion_mnist\n"
+                "# names its classes. A folder name cannot hold \"/\", so the names live here "
+                "(scripts/make_demo_dataset.py).\n")
+        f.writelines(f"{folder}\t{name}\n" for folder, name in zip(CLASS_FOLDERS, FASHION_MNIST.class_names))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="/usr/share/datasets/fashion-mnist", help="folder of the 4 idx(.gz) files")
@@ -66,6 +78,7 @@ def main() -> None:
                 path = os.path.join(split_dir, folder, f"{split}_{index:05d}.png")
                 Image.fromarray(images[index], "L").save(path, optimize=True)
         print(f"{split}: {per_class} images x {len(CLASS_FOLDERS)} classes -> {split_dir}")
+    write_classes(args.out)
 
 
 if __name__ == "__main__":

@@ -101,3 +101,24 @@ def test_throughput_feeds_the_device_resident_pipeline(tmp_path):
     assert "error" not in record, record.get("error")
     assert record["mode"] == "pipeline" and record["pipeline"] == "device"
     assert record["images_per_s"] > 0 and record["step_images_per_s"] > 0 and record["pipeline_ratio"] > 0
+
+
+def test_throughput_writes_each_configuration_as_soon_as_it_is_measured(tmp_path):
+    """A benchmark stopped after its first configuration keeps that configuration's record."""
+    import os
+    import signal
+
+    out = tmp_path / "records.json"
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "throughput.py"), "--arch", "lenet5,resnet20",
+               "--image-size", "28", "--batch-size", "4", "--steps", "1", "--windows", "1", "--warmup", "0",
+               "--json", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO_ROOT,
+                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        first = next(line for line in process.stdout if "img/s" in line or "FAILED" in line)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert "lenet5" in first
+    records = json.loads(out.read_text())
+    assert records[0]["arch"] == "lenet5" and records[0]["images_per_s"] > 0 and records[0]["speedup"] == 1.0

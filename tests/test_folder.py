@@ -12,12 +12,14 @@ from absl import flags
 from PIL import Image
 
 from jaxcnn.data import folder
-from jaxcnn.data.folder import ImageFolderSource, load_catdog, load_demo, load_image_folder
+from jaxcnn.data.folder import ImageFolderSource, demo_classes, load_catdog, load_demo, load_image_folder
+from jaxcnn.data.mnist import FASHION_MNIST as FASHION_MNIST_DATASET
 from jaxcnn.data.presets import load_data
 from jaxcnn.data.splits import DataNotFoundError
 
 SPLIT = dict(val_split=0.2, split_seed=42)
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = FASHION_MNIST_DATASET.class_names
 
 
 def write_images(class_dir, count, *, size=(12, 10), mode="RGB", ext="png", start=0):
@@ -189,7 +191,8 @@ def test_cache_holds_the_same_records_and_says_its_size(tmp_path, caplog, monkey
 
 def test_demo_dataset_ships_fashion_mnist(tmp_path):
     data = load_data("demo", **SPLIT)
-    assert data.class_names[0] == "0_tshirt_top" and data.class_names[9] == "9_ankle_boot"
+    assert data.class_names == FASHION_MNIST_CLASSES  # from classes.txt, as --data fashion_mnist names them
+    assert data.train.class_names == data.test.class_names == FASHION_MNIST_CLASSES
     assert data.channels == 1 and data.default_image_size == 28
     assert (len(data.train), len(data.val), len(data.test)) == (1200, 300, 400)
     assert np.bincount(data.val.labels).tolist() == [30] * 10
@@ -198,6 +201,26 @@ def test_demo_dataset_ships_fashion_mnist(tmp_path):
     assert 0.25 < data.mean[0] < 0.32 and 0.32 < data.std[0] < 0.38  # Fashion-MNIST: 0.286, 0.353
     assert data.skipped_files() == []
     assert sum(os.path.getsize(p) for p in glob.glob(os.path.join(folder.DEMO_ROOT, "*", "*", "*"))) < 1_500_000
+
+
+def test_demo_classes_file_maps_each_folder_to_its_fashion_mnist_name():
+    from scripts.make_demo_dataset import CLASS_FOLDERS
+
+    folders, names = demo_classes()
+    assert folders == CLASS_FOLDERS == tuple(sorted(os.listdir(os.path.join(folder.DEMO_ROOT, "train"))))
+    assert names == FASHION_MNIST_CLASSES and names[0] == "T-shirt/top"
+
+
+def test_class_names_other_than_the_folders_name_every_split(tmp_path):
+    write_folder(tmp_path / "train", {"a_tee": 3, "b_bag": 3}, mode="L")
+    write_folder(tmp_path / "test", {"a_tee": 1, "b_bag": 1}, mode="L")
+    classes = (("a_tee", "b_bag"), ("T-shirt/top", "Bag"))
+    data = folder.folder_splits("x", tmp_path / "train", None, tmp_path / "test", val_split=0.34, split_seed=0,
+                                image_size=None, cache=True, classes=classes)
+    assert data.class_names == data.val.class_names == data.test.class_names == ("T-shirt/top", "Bag")
+    assert data.test.folders == ("a_tee", "b_bag") and len(data.test) == 2 and len(data.train) == 4
+    with pytest.raises(ValueError, match="1 class names for the 2 class folders"):
+        ImageFolderSource(tmp_path / "train", names=("one",))
 
 
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="Debian's dataset-fashion-mnist is not installed")

@@ -71,3 +71,23 @@ def test_format_summary_title():
 def test_script_rejects_bad_arguments(script, bad):
     with pytest.raises(SystemExit):
         script.main(["--arch", "vgg11", "--num-classes", "2", "--input-size", "32", *bad])
+
+
+def test_classes_and_input_size_default_to_the_architectures_usual_data(script, capsys):
+    assert script.main(["--arch", "lenet5"]) == 0  # PyTorch's CIFAR-10 tutorial: 10 classes, 32x32x3
+    out = capsys.readouterr().out
+    assert "lenet5 (10 classes)" in out and "Total params: 62,006" in out and "(1, 32, 32, 3)" in out
+    assert script.main(["--arch", "resnet50", "--depth", "1"]) == 0  # ImageNet
+    out = capsys.readouterr().out
+    assert "Total params: 25,557,032" in out and "(1, 224, 224, 3)" in out
+    assert script.main(["--arch", "resnet20"]) == 0 and "Total params: 269,722" in capsys.readouterr().out
+    assert script.main(["--arch", "vgg16_catdog"]) == 0 and "Total params: 16,526,466" in capsys.readouterr().out
+    assert script.main(["--arch", "lenet5", "--input-size", "28", "--channels", "1"]) == 0  # the demo's images
+    assert "Total params: 44,426" in capsys.readouterr().out
+
+
+def test_every_model_has_usual_data():
+    from jaxcnn.models import list_models
+    from jaxcnn.models.registry import USUAL_DATA
+
+    assert sorted(USUAL_DATA) == sorted(list_models())

@@ -163,7 +163,7 @@ def test_evaluate_reproduces_the_recorded_test_loss_and_accuracy(run_dir, capsys
     assert all(per_class[c]["support"] == 40 for c in per_class)
     for kind in ("confusion", "mistakes", "reliability"):
         assert (run_dir / f"eval-test-best-{kind}.png").stat().st_size > 10_000
-    assert f"accuracy {recorded['accuracy']:.4f}" in printed and "| 9_ankle_boot" in printed
+    assert f"accuracy {recorded['accuracy']:.4f}" in printed and "| Ankle boot" in printed
 
 
 def test_evaluate_with_flip_tta_and_bad_options(run_dir, tmp_path, capsys):
@@ -182,7 +182,7 @@ def test_evaluate_with_flip_tta_and_bad_options(run_dir, tmp_path, capsys):
         Image.fromarray(np.zeros((28, 28), np.uint8)).save(other / name / "0.png")
     capsys.readouterr()
     assert main(["evaluate", str(run_dir), "--data", str(other), "--split", "train"]) == 2
-    assert "has classes cat, dog; the run was trained on 0_tshirt_top" in capsys.readouterr().err
+    assert "has classes cat, dog; the run was trained on T-shirt/top, Trouser" in capsys.readouterr().err
     assert main(["evaluate", str(run_dir), "--checkpoint", "7"]) == 2
     assert "kept epochs [2]" in capsys.readouterr().err
 
@@ -400,7 +400,7 @@ def test_a_finished_run_reports_its_best_checkpoint(run_dir):
     assert list(rows) == list(recorded["per_class_accuracy"])
     for name, accuracy in recorded["per_class_accuracy"].items():
         assert float(rows[name]["accuracy"]) == pytest.approx(accuracy) and int(rows[name]["support"]) == 40
-    assert "| 0_tshirt_top |" in (run_dir / "per_class.md").read_text()
+    assert "| T-shirt/top |" in (run_dir / "per_class.md").read_text()
 
     tags = {value.tag for event in tensorboard_events(run_dir / "tensorboard") for value in event.summary.value}
     assert "confusion_matrix/test_best" in tags
@@ -437,3 +437,54 @@ def test_export_torch_round_trip_keeps_the_test_accuracy(run_dir, demo_test, tmp
         assert not report.newly_initialized and not report.missing
         back = np.asarray(model.model.apply(variables, images, train=False)).argmax(axis=1)
         assert np.mean(back == demo_test.labels) == recorded
+
+
+def test_export_torch_prints_how_to_build_load_and_feed_the_twin(run_dir, demo_test, tmp_path, capsys):
+    """The printed lines run as they are, and the printed mean / std give the run's predictions."""
+    torch = pytest.importorskip("torch")
+    import re
+
+    from jaxcnn.cli import main as jaxcnn_main
+
+    path = tmp_path / "lenet5.safetensors"
+    assert jaxcnn_main(["export-torch", str(run_dir), str(path)]) == 0
+    printed = capsys.readouterr().out
+    code = "\n".join(line[4:] for line in printed.split("Load it in PyTorch:\n")[1].splitlines() if
+                     line.startswith("    ") and not line.startswith("    mean"))
+    namespace = {}
+    exec(code, namespace)
+    mean, std = (np.array(json.loads(v)) for v in re.search(r"mean (\[.*?\]), std (\[.*?\])", printed).groups())
+    assert "float32 NCHW batches (N, 1, 28, 28)" in printed
+    model = jaxcnn.load_run(run_dir)
+    pixels = np.stack([model.inputs.resize([model.inputs.load(p)])[0] for p in demo_test.paths[::10]])
+    x = ((pixels / 255.0 - mean) / std).astype(np.float32).transpose(0, 3, 1, 2)
+    with torch.no_grad():
+        logits = namespace["model"](torch.from_numpy(x)).numpy()
+    expected = np.log(model.predict(demo_test.paths[::10]))
+    np.testing.assert_allclose(logits - logits.max(1, keepdims=True), expected - expected.max(1, keepdims=True),
+                               atol=2e-3)
+
+
+def test_a_demo_run_has_fashion_mnists_class_names_and_evaluates_on_it(run_dir, tmp_path):
+    from jaxcnn.cli import main
+    from jaxcnn.data.mnist import FASHION_MNIST
+
+    assert jaxcnn.load_run(run_dir).class_names == FASHION_MNIST.class_names
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    assert main(["evaluate", str(run_dir), "--data", "fashion_mnist", "--out-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "eval-fashion_mnist-test-best.json").read_text())
+    assert report["examples"] == 10_000 and report["accuracy"] > 0.3 and "T-shirt/top" in report["per_class"]
+
+
+def test_tensorboard_loads_the_runs_event_files(run_dir):
+    """`tensorboard --logdir runs` (the `tensorboard` extra) shows what jaxcnn wrote with tensorboardX."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    loaded = accumulator.EventAccumulator(str(events), size_guidance={accumulator.SCALARS: 0})
+    loaded.Reload()
+    epochs = results(run_dir)["epochs_completed"]
+    scalars = loaded.Tags()["scalars"]
+    assert {"loss/train", "accuracy/val", "lr"} <= set(scalars), scalars
+    assert [event.step for event in loaded.Scalars("loss/train")] == list(range(1, epochs + 1))
+    assert "confusion_matrix/test_best" in loaded.Tags()["images"]

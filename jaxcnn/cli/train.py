@@ -1,6 +1,7 @@
 """`jaxcnn train`: train an image classifier, e.g. `jaxcnn train --arch vgg16 --data catdog`.
 
-Options come from defaults, then a `--recipe NAME` shipped with jaxcnn, then a `--config FILE`
+Options come from defaults, then the dataset's training preset (`jaxcnn.data.presets`: the
+optimizer and learning rate where none is set), then a `--recipe NAME` shipped with jaxcnn, then a `--config FILE`
 (JSON or YAML; a run's `config.json` works), then the flags given; every flag is an option of `jaxcnn.RunConfig`. `--resume RUN` continues a
 run with its recorded config and accepts only the options marked resumable (`--epochs`,
 `--workers`, `--prefetch`, `--input-pipeline`, `--progress`, and how the processes meet:
@@ -14,6 +15,7 @@ Several processes (hosts) run one training run when each runs the same command w
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -21,6 +23,7 @@ from jaxcnn.run_config import RunConfig, default_values
 from jaxcnn.cli.errors import CommandError, run_reporting_errors
 from jaxcnn.cli.options import Parser, add_flags, as_nested, flag_names, given_options
 from jaxcnn.config import differences, dump_yaml, flatten, load_file, merge, reraise_as
+from jaxcnn.data.presets import training_preset
 from jaxcnn.recipes import recipe_path
 
 
@@ -50,12 +53,8 @@ def resolve(args: argparse.Namespace, table: list) -> RunConfig:
     """The run's config from the parsed arguments (see the module docstring)."""
     given = given_options(args, table)
     if args.resume is None:
-        values = default_values()
-        with reraise_as("recipe"):
-            recipe = [recipe_path(args.recipe)] if args.recipe else []
-        for path in recipe + ([args.config] if args.config else []):
-            values = merge(values, load_file(path))
-        return RunConfig.from_dict(merge(values, as_nested(given))).require_complete()
+        # from_dict lays the dataset's training preset under what the user set, the defaults under that
+        return RunConfig.from_dict(user_values(args, table)).require_complete()
 
     from jaxcnn.run_record import load_config
 
@@ -81,6 +80,28 @@ def resolve(args: argparse.Namespace, table: list) -> RunConfig:
     return RunConfig.from_dict(merge(recorded, as_nested(given)))
 
 
+def user_values(args: argparse.Namespace, table: list) -> dict:
+    """What the user set for a new run, as a nested dict: `--recipe` < `--config` < flags."""
+    values = {}
+    with reraise_as("recipe"):
+        recipe = [recipe_path(args.recipe)] if args.recipe else []
+    for path in recipe + ([args.config] if args.config else []):
+        values = merge(values, load_file(path))
+    return merge(values, as_nested(given_options(args, table)))
+
+
+def preset_line(args: argparse.Namespace, table: list) -> str | None:
+    """The line that names the options a new run takes from its dataset's training preset."""
+    if args.resume is not None:
+        return None
+    values = user_values(args, table)
+    added = training_preset(values)
+    if not added:
+        return None
+    shown = " ".join(f"{flag.flag} {added[flag.path]}" for flag in table if flag.path in added)
+    return f"From the {values['data']['name']} preset (not set by flags, --config or --recipe): {shown}"
+
+
 def _same(path: str, value, recorded: dict) -> bool:
     if path == "out":
         return os.path.realpath(value) == os.path.realpath(recorded["out"])
@@ -92,10 +113,10 @@ def _shown(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-def print_config(config: RunConfig) -> None:
+def print_config(config: RunConfig, preset: str | None = None) -> None:
     values = config.to_dict()
     changed = differences(values, default_values())
-    header = ["jaxcnn train config: usable as --config FILE"]
+    header = ["jaxcnn train config: usable as --config FILE"] + ([preset] if preset else [])
     header += ["differs from the defaults:"] + [f"  {path}: {value!r} (default {default!r})"
                                                for path, value, default in changed]
     print(dump_yaml(values, header), end="")
@@ -106,16 +127,19 @@ def run(args: argparse.Namespace, table: list) -> int:
 
     with handle_termination():  # Ctrl-C / SIGTERM: finish the save, report, exit 130 / 143
         config = resolve(args, table)
+        preset = preset_line(args, table)
         if args.print_config:
-            print_config(config)
+            print_config(config, preset)
             return 0
         from jaxcnn.cli.logs import console_logging
-        from jaxcnn.distributed import initialize
+        from jaxcnn.distributed import initialize, is_primary
         from jaxcnn.experiment import run as run_training
 
         initialize(config.distributed)  # first: jax.distributed must start before JAX uses a device
 
         with console_logging():
+            if preset and is_primary():
+                logging.getLogger("jaxcnn").info(preset)
             run_training(config, resume=args.resume is not None, overwrite=args.overwrite)
     return 0
 

@@ -79,8 +79,11 @@ class ImageFolderSource:
       image_size: decoded images are `image_size` x `image_size`; None picks the smaller of 224
         and the median short side of the images (28 for Fashion-MNIST PNGs).
       channels: 1 or 3; None gives 1 when every image is grayscale, else 3.
-      class_names: the label order, e.g. the training folder's for val/test; None sorts the
-        sub-folders. A sub-folder not in `class_names` is an error.
+      class_names: the class folders in label order, e.g. the training folder's for val/test; None
+        sorts the sub-folders. A sub-folder not in `class_names` is an error.
+      names: what the classes are called, one per class folder in label order (default: the folder
+        names); e.g. Fashion-MNIST's "T-shirt/top" for the demo's folder 0_tshirt_top, since a
+        folder name cannot hold "/".
       cache: decode every image once, now, into one uint8 array (the memory it takes is printed
         first; refused when it exceeds the available memory).
       stats: per-channel (mean, std) on the 0..1 scale; None computes them on first use from
@@ -88,7 +91,7 @@ class ImageFolderSource:
     """
 
     def __init__(self, root, *, image_size: int | None = None, channels: int | None = None,
-                 class_names=None, cache: bool = False, stats=None):
+                 class_names=None, names=None, cache: bool = False, stats=None):
         self.root = os.fspath(root)
         if channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -107,7 +110,10 @@ class ImageFolderSource:
                 f"{self.root!r} has class folders {extra} that the training folder lacks"
                 f" (training classes: {', '.join(class_names)})."
             )
-        self.class_names = tuple(class_names)
+        self.folders = tuple(class_names)  # the class folders, in label order
+        self.class_names = self.folders if names is None else tuple(names)
+        if len(self.class_names) != len(self.folders):
+            raise ValueError(f"{len(self.class_names)} class names for the {len(self.folders)} class folders of {self.root!r}")
         # Named now so that worker processes inherit it; created only by the first read-time skip.
         self._skip_log = os.path.join(tempfile.gettempdir(), f"jaxcnn-skipped-{uuid.uuid4().hex}.jsonl")
         weakref.finalize(self, _remove_owned, self._skip_log, os.getpid())
@@ -123,7 +129,7 @@ class ImageFolderSource:
 
     def _index(self, folders: list[str]) -> list[ImageInfo]:
         """List and header-check every image; drop unreadable ones; reject empty class folders."""
-        class_dirs = [(label, os.path.join(self.root, name)) for label, name in enumerate(self.class_names)
+        class_dirs = [(label, os.path.join(self.root, name)) for label, name in enumerate(self.folders)
                       if name in folders]  # a val/test folder may lack a class; the training folder defines them
         paths, labels = list_images(self.root, class_dirs)
         if not paths:
@@ -148,7 +154,7 @@ class ImageFolderSource:
         keep = np.asarray(keep, bool)
         self.paths = [p for p, k in zip(self.paths, keep) if k]
         self.labels = self.labels[keep]
-        for label, name in enumerate(self.class_names):
+        for label, name in enumerate(self.folders):
             class_dir = os.path.join(self.root, name)
             if name in folders and not np.any(self.labels == label):
                 skipped = [s for s in self.skipped_files() if s[0].startswith(class_dir + os.sep)]
@@ -259,6 +265,19 @@ class ImageFolderSource:
 
 CATDOG_URL = "https://www.kaggle.com/datasets/tongpython/cat-and-dog"
 DEMO_ROOT = os.path.join(os.path.dirname(__file__), "demo")
+DEMO_CLASSES = os.path.join(DEMO_ROOT, "classes.txt")
+
+
+def demo_classes() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(class folders, class names) of the demo from `demo/classes.txt`, one `<folder> TAB <name>`
+    line per class in label order: Fashion-MNIST's names, as `--data fashion_mnist` has them, so a
+    demo-trained run evaluates on it (a name such as "T-shirt/top" cannot be a folder name)."""
+    with open(DEMO_CLASSES, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip() and not line.startswith("#")]
+    if any(len(row) != 2 for row in rows):
+        raise ValueError(f"{DEMO_CLASSES}: every line must be <folder> TAB <class name>")
+    folders, names = zip(*rows)
+    return folders, names
 
 
 def _reject_archive_options(dataset: str, download: bool, label_mode) -> None:
@@ -269,14 +288,19 @@ def _reject_archive_options(dataset: str, download: bool, label_mode) -> None:
 
 
 def folder_splits(name: str, train_dir: str, val_dir: str | None, test_dir: str | None, *, val_split: float,
-                  split_seed: int, image_size: int | None, cache: bool, default_hflip: float = 0.5) -> DataSplits:
+                  split_seed: int, image_size: int | None, cache: bool, default_hflip: float = 0.5,
+                  classes: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> DataSplits:
     """Sources for train (and val, test) folders; val is a stratified seeded split when there is none.
 
-    Channels, class names, image size and normalization statistics come from the training images
-    (statistics from the training part only, never from val or test).
+    Channels, class folders, image size and normalization statistics come from the training images
+    (statistics from the training part only, never from val or test). `classes`: (class folders,
+    class names) in label order, as ImageFolderSource's `class_names` and `names`; default: the
+    sorted sub-folders, named as they are.
     """
-    train = ImageFolderSource(train_dir, image_size=image_size, cache=cache)
-    like_train = dict(image_size=train.image_size, channels=train.channels, class_names=train.class_names, cache=cache)
+    folders, names = classes or (None, None)
+    train = ImageFolderSource(train_dir, image_size=image_size, cache=cache, class_names=folders, names=names)
+    like_train = dict(image_size=train.image_size, channels=train.channels, class_names=train.folders,
+                      names=train.class_names, cache=cache)
     val = ImageFolderSource(val_dir, **like_train) if val_dir else None
     test = ImageFolderSource(test_dir, **like_train) if test_dir else None
     val_is_split = val is None
@@ -371,4 +395,5 @@ def load_demo(data_dir=None, *, val_split, split_seed, image_size=None, download
         raise DataNotFoundError(f"The demo images are missing from {DEMO_ROOT}; regenerate them with"
                                 " `python scripts/make_demo_dataset.py`.")
     return folder_splits("demo", os.path.join(DEMO_ROOT, "train"), None, os.path.join(DEMO_ROOT, "test"),
-                         val_split=val_split, split_seed=split_seed, image_size=image_size, cache=cache)
+                         val_split=val_split, split_seed=split_seed, image_size=image_size, cache=cache,
+                         classes=demo_classes())

@@ -29,6 +29,25 @@ MODELS = {
 }
 
 
+# The data each architecture is usually trained on, as its module docstring names it:
+# (classes, square input size, channels). `jaxcnn summary` defaults to it.
+IMAGENET, CIFAR10 = (1000, 224, 3), (10, 32, 3)
+USUAL_DATA = {
+    "lenet5": CIFAR10,  # PyTorch's CIFAR-10 tutorial
+    "vgg11": IMAGENET, "vgg13": IMAGENET, "vgg16": IMAGENET, "vgg19": IMAGENET,  # torchvision's vgg*_bn
+    "vgg16_catdog": (2, 224, 3),  # the cat-and-dog tutorial
+    "googlenet": IMAGENET,
+    "resnet18": IMAGENET, "resnet34": IMAGENET, "resnet50": IMAGENET, "resnet101": IMAGENET, "resnet152": IMAGENET,
+    "resnet20": CIFAR10, "resnet32": CIFAR10, "resnet44": CIFAR10, "resnet56": CIFAR10, "resnet110": CIFAR10,
+}
+
+
+def usual_data(name: str) -> tuple[int, int, int]:
+    """(classes, input size, channels) of the data model `name` is usually trained on."""
+    _lookup(name)  # unknown names: the registry's error, with its suggestion
+    return USUAL_DATA[name.lower()]
+
+
 def list_models() -> list[str]:
     """Every name `create_model` accepts."""
     return list(MODELS)
