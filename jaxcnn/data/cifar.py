@@ -23,7 +23,7 @@ import numpy as np
 from jaxcnn.data.arrays import PUBLISHED_STATS, ArraySource, check_labels, reject_cache, split_train
 from jaxcnn.data.download import Resource
 from jaxcnn.data.download import download as fetch
-from jaxcnn.data.splits import DataError, DataNotFoundError, DataSplits, given_folder
+from jaxcnn.data.splits import DOWNLOAD_HINT, DataError, DataNotFoundError, DataSplits, given_folder
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def load_cifar100(data_dir=None, *, val_split, split_seed, image_size=None, down
 def _load(dataset: _Dataset, data_dir, mode: str, val_split, split_seed, download, cache) -> DataSplits:
     reject_cache(dataset.name, cache)
     # A given data.dir is the only place read (`locate` looks nowhere else); it must be a folder.
-    data_dir = given_folder(data_dir, may_create=download) if data_dir else os.path.join("data", dataset.name)
+    data_dir = given_folder(data_dir, DOWNLOAD_HINT, may_create=download) if data_dir else os.path.join("data", dataset.name)
     found = locate(dataset, data_dir)
     if found is None:
         if not download:

@@ -23,7 +23,7 @@ import numpy as np
 from jaxcnn.data.arrays import PUBLISHED_STATS, ArraySource, check_labels, reject_cache, split_train
 from jaxcnn.data.download import Resource
 from jaxcnn.data.download import download as fetch
-from jaxcnn.data.splits import DataError, DataNotFoundError, DataSplits, given_folder
+from jaxcnn.data.splits import DOWNLOAD_HINT, DataError, DataNotFoundError, DataSplits, given_folder
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def _load(dataset: _Dataset, data_dir, val_split, split_seed, download, label_mo
         raise DataError(f"data.label_mode does not apply to {dataset.name} (it has one label); got {label_mode!r}")
     reject_cache(dataset.name, cache)
     if data_dir:
-        folder, found = _read_given(dataset, given_folder(data_dir, may_create=download), download)
+        folder, found = _read_given(dataset, given_folder(data_dir, DOWNLOAD_HINT, may_create=download), download)
     else:
         folder, found = _search(dataset, download)
     log.info("%s: reading %s", dataset.title, folder)

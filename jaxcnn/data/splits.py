@@ -20,12 +20,16 @@ class DataError(UserError, ValueError):
     foreign file, a folder of the wrong layout, an option the dataset does not take."""
 
 
+DOWNLOAD_HINT = "Put the dataset's files there, or set data.download to fetch them into it."
+
+
 def given_folder(path: str | os.PathLike, hint: str = "", *, may_create: bool = False) -> str:
     """`path` (`data.dir` as the user gave it, `~` expanded), checked to be an existing folder
     (or, with `may_create` (a download into it), a path where none exists yet).
 
     A folder the user names is the only place its dataset is read from, so a path that does not
-    exist or is a file is a DataNotFoundError naming it (then `hint`), never a reason to look elsewhere.
+    exist or is a file is a DataNotFoundError naming it (then, for one that does not exist, `hint`),
+    never a reason to look elsewhere.
     """
     folder = os.path.expanduser(os.fspath(path))
     if os.path.isdir(folder) or (may_create and not os.path.lexists(folder)):
@@ -38,7 +42,8 @@ def given_folder(path: str | os.PathLike, hint: str = "", *, may_create: bool = 
         problem = "is not a folder"
     else:
         problem = "does not exist"
-    raise DataNotFoundError(f"data.dir {folder} {problem}." + (f" {hint}" if hint else ""))
+    missing = problem == "does not exist"
+    raise DataNotFoundError(f"data.dir {folder} {problem}." + (f" {hint}" if hint and missing else ""))
 
 
 class Source(Protocol):
