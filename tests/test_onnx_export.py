@@ -270,10 +270,13 @@ def test_an_exported_run_in_onnxruntime_without_jax_equals_predict(run_dir, demo
 
 def test_the_readme_onnxruntime_example_runs_as_pasted(run_dir, demo_paths, tmp_path):
     readme = (REPO_ROOT / "README.md").read_text()
-    (example,) = [textwrap.dedent(block) for block in re.findall(r"```py\n(.*?)```", readme, flags=re.S)
+    (example,) = [textwrap.dedent(block) for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
                   if "onnxruntime" in block]
+    example = re.sub(r'"jaxcnn/data/demo/test/[^"]+"', '"shoe.png"', example).replace("runs/demo/export", "export")
+    from jaxcnn.cli import main
+
     work = tmp_path / "work"
-    shutil.copytree(run_dir / "export", work / "export")
+    assert main(["export", str(run_dir), "--format", "onnx", "--output", str(work / "export")]) == 0
     shutil.copy(demo_paths[0], work / "shoe.png")
     blocked = "import sys\nfor m in ('jax', 'flax', 'jaxcnn'): sys.modules[m] = None\n"
     proc = subprocess.run([sys.executable, "-c", blocked + example], capture_output=True, text=True, timeout=300,
