@@ -276,6 +276,7 @@ def test_the_readme_onnxruntime_example_runs_as_pasted(run_dir, demo_paths, tmp_
     from jaxcnn.cli import main
 
     work = tmp_path / "work"
+    work.mkdir()
     assert main(["export", str(run_dir), "--format", "onnx", "--output", str(work / "export")]) == 0
     shutil.copy(demo_paths[0], work / "shoe.png")
     blocked = "import sys\nfor m in ('jax', 'flax', 'jaxcnn'): sys.modules[m] = None\n"
