@@ -7,7 +7,7 @@
     jaxcnn.export_onnx(jaxcnn.load_run("runs/demo"), "demo.onnx")   # needs the `onnx` extra
 """
 
-import importlib
+from jaxcnn.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -28,8 +28,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'jaxcnn' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

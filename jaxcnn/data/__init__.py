@@ -1,6 +1,6 @@
 """Datasets as grain sources, and the Grain pipeline that batches them."""
 
-import importlib
+from jaxcnn.lazy import lazy_exports
 
 # name -> module, imported on first use: reading a dataset's config or presets does not start
 # grain. (No name here may be a submodule's.)
@@ -18,8 +18,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'jaxcnn.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

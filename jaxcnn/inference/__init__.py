@@ -1,7 +1,7 @@
 """Using a trained run: `load_run` (a `TrainedModel` that predicts), evaluation, prediction on
 files, export to a serialized `jax.export` artifact, and comparison of runs."""
 
-import importlib
+from jaxcnn.lazy import lazy_exports
 
 # imported on first use: `jaxcnn.inference.inputs` (the input contract) is read without the model
 _EXPORTS = {"InputSpec": "jaxcnn.inference.inputs", "TrainedModel": "jaxcnn.inference.run",
@@ -9,8 +9,4 @@ _EXPORTS = {"InputSpec": "jaxcnn.inference.inputs", "TrainedModel": "jaxcnn.infe
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'jaxcnn.inference' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -4,7 +4,7 @@ and schedules (incl. torch-style reduce-on-plateau and one-cycle, gradient clipp
 accumulation), fine-tuning (a frozen or slower backbone), Orbax best/latest checkpoints, and the
 epoch loop (`fit`) that drives them."""
 
-import importlib
+from jaxcnn.lazy import lazy_exports
 
 # name -> module, imported on first use: `import jaxcnn.train.optim` (e.g. for a config section)
 # does not pull in the checkpoints, steps and loop. (No name here may be a submodule's.)
@@ -63,8 +63,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'jaxcnn.train' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
