@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from jaxcnn.builder import build_training  # noqa: E402
+from jaxcnn.models.cpu_conv import cpu_backend  # noqa: E402
 from jaxcnn.run_config import RunConfig  # noqa: E402
 from jaxcnn.data.transforms import Normalize  # noqa: E402
 from jaxcnn.train import InputNormalization, make_mesh, shard_batch  # noqa: E402
@@ -137,7 +138,19 @@ def environment() -> dict:
         "visible_devices": jax.device_count(),
         "host_cpus": os.cpu_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "cpu_model": cpu_model(),
+        **({"cpu_convolutions": cpu_backend()} if device.platform == "cpu" else {}),
     }
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (Linux /proc/cpuinfo), which any absolute CPU figure needs."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                        platform.processor())
+    except OSError:
+        return platform.processor() or "unknown"
 
 
 def peak_rss_bytes() -> int:

@@ -27,6 +27,7 @@ from jaxcnn.data import Loader, load_data
 from jaxcnn.data.device import DeviceLoader, DeviceStore, choose_pipeline, resident_bytes
 from jaxcnn.data.workers import auto_workers
 from jaxcnn.distributed import initialize
+from jaxcnn.models.cpu_conv import cpu_backend
 from jaxcnn.run_config import RunConfig
 from jaxcnn.train.batch_size import auto_batch_size, check_batch_fits, memory_budget
 from jaxcnn.train.inputs import InputNormalization
@@ -200,6 +201,8 @@ def build(config: RunConfig, *, mesh: jax.sharding.Mesh | None = None, pretraine
         val_loader = loader(data.val, False) if len(data.val) else None
         test_loader = loader(data.test, False) if data.test is not None else None
         log.info(f"Building {config.model.arch} and compiling its train step (the first compile takes a while)...")
+        if mesh.devices.flat[0].platform == "cpu":
+            log.info(f"CPU convolutions: {cpu_backend()}")
         started = time.perf_counter()
         training = build_training(config, num_classes=data.num_classes,
                                   input_shape=(image_size, image_size, data.channels),

@@ -22,6 +22,7 @@ from jaxcnn.builder import build
 from jaxcnn.config import ConfigError
 from jaxcnn.distributed import DistributedConfig, console_of_primary, initialize, is_primary, on_primary
 from jaxcnn.inference.inputs import InputSpec
+from jaxcnn.models.cpu_conv import cpu_backend
 from jaxcnn.report.run_log import OtherProcessLogger, RunLogger, log_to_file, recorded_log, write_json
 from jaxcnn.run_config import RunConfig, recorded_config
 from jaxcnn.run_folder import check_run_folder, claim_run_folder
@@ -51,6 +52,7 @@ def environment() -> dict:
         "python": platform.python_version(),
         "processes": jax.process_count(),
         "devices": [str(d) for d in jax.devices()],
+        **({"cpu_convolutions": cpu_backend()} if jax.default_backend() == "cpu" else {}),
     }
 
 

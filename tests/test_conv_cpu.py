@@ -1,5 +1,6 @@
-"""The XLA:CPU rewrites of `cpu_conv.conv_general_dilated`: both paths of each, forced, give lax's
-convolution (values and gradients), and each is chosen per platform when the step is lowered."""
+"""The XLA:CPU rewrites of `cpu_conv.conv_general_dilated` (the `xla` backend, which runs where
+jaxcnn's oneDNN extension does not): both paths of each, forced, give lax's convolution (values
+and gradients), and each is chosen per platform when the step is lowered."""
 
 import os
 import re
@@ -16,6 +17,13 @@ from jaxcnn.models import cpu_conv
 from jaxcnn.models.cpu_conv import conv_general_dilated, conv_settings, cpu_batch_chunk
 
 NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.fixture(autouse=True)
+def xla_backend():
+    """Every test here traces XLA's convolution (tests/test_onednn_conv.py covers oneDNN's)."""
+    with conv_settings(backend="xla"):
+        yield
 
 
 def operands(batch, size, cin, cout, kernel=3, seed=0):
@@ -140,17 +148,18 @@ def test_auto_rule_follows_the_measured_grid():
 
 
 @pytest.mark.parametrize("name, value", [("JAXCNN_CONV_BATCH_CHUNK", "sixteen"),
-                                         ("JAXCNN_CONV_SMALL_MAP", "maybe")])
+                                         ("JAXCNN_CONV_SMALL_MAP", "maybe"), ("JAXCNN_CPU_CONV", "mkl")])
 def test_bad_environment_values_name_the_variable_and_choices(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match=rf"{name}='{value}': expected 'auto'"):
+    with pytest.raises(ValueError, match=rf"{name}='{value}': expected (one of )?'?auto"):
         cpu_conv._env_settings()
 
 
 def test_environment_values_are_read(monkeypatch):
     monkeypatch.setenv("JAXCNN_CONV_BATCH_CHUNK", "16")
     monkeypatch.setenv("JAXCNN_CONV_SMALL_MAP", "off")
-    assert cpu_conv._env_settings() == cpu_conv.ConvSettings(batch_chunk=16, small_map=False)
+    monkeypatch.setenv("JAXCNN_CPU_CONV", "xla")
+    assert cpu_conv._env_settings() == cpu_conv.ConvSettings(batch_chunk=16, small_map=False, backend="xla")
     monkeypatch.setenv("JAXCNN_CONV_BATCH_CHUNK", "0")
     assert cpu_conv._env_settings().batch_chunk == 0
 
@@ -175,7 +184,8 @@ SHARDED = textwrap.dedent("""
 def test_slices_of_a_sharded_batch_move_no_images_between_devices():
     """Interleaved slices keep a batch sharded over 2 devices local: the only collective, with or
     without slices, is the all-reduce of the kernel's gradient (4 slices: 2 + 4 convolutions)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               JAXCNN_CPU_CONV="xla")
     result = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

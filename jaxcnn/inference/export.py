@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jaxcnn.config import ConfigError
 from jaxcnn.errors import MissingDependencyError
 from jaxcnn.inference.run import TrainedModel
+from jaxcnn.models.cpu_conv import conv_settings
 from jaxcnn.output import atomic_folder, check_writable
 from jaxcnn.train.inputs import InputNormalization, normalize_images
 
@@ -65,7 +66,8 @@ def export_model(model: TrainedModel, out_dir, *, batch_size: int | None = None,
     out_dir = check_writable(out_dir, what="export", folder=True)
     batch = jax.export.symbolic_shape("batch")[0] if batch_size is None else batch_size
     argument = jax.ShapeDtypeStruct((batch, height, width, channels), jnp.uint8)
-    exported = jax.export.export(jax.jit(serving_function(model)), platforms=platforms)(argument)
+    with conv_settings(backend="xla"):  # an artifact must run where jaxcnn's oneDNN extension is absent
+        exported = jax.export.export(jax.jit(serving_function(model)), platforms=platforms)(argument)
     spec = describe_export(model, batch_size, artifact=ARTIFACT,
                            format="jax.export (load with jax.export.deserialize; needs jax and flatbuffers)")
     spec["platforms"] = list(platforms)

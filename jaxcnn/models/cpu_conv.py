@@ -1,9 +1,11 @@
-"""Convolutions on XLA:CPU: the two rewrites `conv_general_dilated` applies where they measure faster.
+"""Convolutions on the CPU: oneDNN through the XLA FFI, or XLA's with two rewrites where they pay.
 
 Every model's convolution goes through `conv_general_dilated` (passed to `nn.Conv` by
-`layers.torch_conv`). On GPU and TPU it is `lax.conv_general_dilated` itself; on CPU it computes
-the small-map convolutions as one matmul and the kernel gradient of large batches in static slices
-of the batch (see its docstring and benchmarks/README.md for the measurements). `conv_settings` and the
+`layers.torch_conv`), the one place that chooses how a convolution runs. On GPU and TPU it is
+`lax.conv_general_dilated` itself. On CPU it is jaxcnn's oneDNN extension (`jaxcnn.onednn`) where
+that builds and loads; otherwise XLA's convolution, with the small-map convolutions as one matmul
+and the kernel gradient of large batches in static slices of the batch (see the docstrings and
+benchmarks/README.md for the measurements). `conv_settings` and the `JAXCNN_CPU_CONV` /
 `JAXCNN_CONV_*` environment variables override the choice.
 """
 
@@ -19,11 +21,14 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from jaxcnn.onednn.library import check_mode, describe, extension
+
 @dataclasses.dataclass
 class ConvSettings:
-    """How `conv_general_dilated` computes on XLA:CPU (other platforms always get one call).
+    """How `conv_general_dilated` computes on the CPU (other platforms always get one call).
 
-    batch_chunk: the kernel gradient's batch slices: "auto" (sized by `cpu_batch_chunk`), 0 (one
+    backend: "auto" (oneDNN where its extension is available, else XLA, said once), "onednn"
+    (oneDNN or an error saying why not) or "xla". The rest applies to XLA's convolution: batch_chunk: the kernel gradient's batch slices: "auto" (sized by `cpu_batch_chunk`), 0 (one
     call) or N (slices of at most N images, as many as divide the batch evenly). small_map:
     compute maps smaller than the kernel as one matmul. Read when a step is traced, so set them
     before the step is built and compiled.
@@ -31,13 +36,15 @@ class ConvSettings:
 
     batch_chunk: int | str = "auto"
     small_map: bool = True
+    backend: str = "auto"
 
 
 def _env_settings() -> ConvSettings:
     return ConvSettings(
         batch_chunk=_batch_chunk_value(os.environ.get("JAXCNN_CONV_BATCH_CHUNK", "auto"),
                                        "JAXCNN_CONV_BATCH_CHUNK"),
-        small_map=_switch_value(os.environ.get("JAXCNN_CONV_SMALL_MAP", "auto"), "JAXCNN_CONV_SMALL_MAP"))
+        small_map=_switch_value(os.environ.get("JAXCNN_CONV_SMALL_MAP", "auto"), "JAXCNN_CONV_SMALL_MAP"),
+        backend=check_mode(os.environ.get("JAXCNN_CPU_CONV", "auto")))
 
 
 def _batch_chunk_value(value, name: str) -> int | str:
@@ -62,15 +69,22 @@ def _switch_value(value, name: str) -> bool:
 _settings = _env_settings()
 
 
+def cpu_backend() -> str:
+    """One line for logs and benchmark records: which convolution the CPU runs now, and why."""
+    return describe(_settings.backend)
+
+
 @contextlib.contextmanager
-def conv_settings(*, batch_chunk: int | str | None = None, small_map: bool | str | None = None):
-    """Override `ConvSettings` for the steps traced inside the block (tests, A/B benchmarks)."""
+def conv_settings(*, batch_chunk: int | str | None = None, small_map: bool | str | None = None,
+                  backend: str | None = None):
+    """Override `ConvSettings` for the steps traced inside the block (tests, A/B benchmarks, export)."""
     global _settings
     previous = _settings
     _settings = dataclasses.replace(
         previous,
         **({} if batch_chunk is None else {"batch_chunk": _batch_chunk_value(batch_chunk, "batch_chunk")}),
-        **({} if small_map is None else {"small_map": _switch_value(small_map, "small_map")}))
+        **({} if small_map is None else {"small_map": _switch_value(small_map, "small_map")}),
+        **({} if backend is None else {"backend": check_mode(backend, "backend")}))
     try:
         yield _settings
     finally:
@@ -126,10 +140,18 @@ def cpu_batch_chunk(lhs_shape, out_shape, kernel_shape, itemsize: int = 4) -> in
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None,
                          preferred_element_type=None):
-    """`lax.conv_general_dilated` (NHWC, HWIO), with two rewrites for XLA:CPU where they measure faster.
+    """`lax.conv_general_dilated` (NHWC, HWIO), on oneDNN or with two rewrites on XLA:CPU.
 
-    Both are chosen per platform when the step is lowered (`jax.lax.platform_dependent`), so a
-    GPU or TPU always gets the one convolution XLA was given; both are the same sum of products.
+    The CPU's choice is made per platform when the step is lowered (`jax.lax.platform_dependent`),
+    so a GPU or TPU always gets the one convolution XLA was given; all are the same sum of products.
+
+    - oneDNN (`jaxcnn.onednn.conv2d`, unless `backend` is "xla" or the extension is unavailable):
+      forward, input gradient and kernel gradient each one oneDNN primitive, 3-6x faster than
+      XLA:CPU's kernels (benchmarks/README.md). Plain float32 convolutions (bfloat16 where the CPU
+      has it) with concrete shapes; dilated, grouped, mixed-dtype and symbolic-shape ones (as in
+      `jax.export`) stay on XLA.
+
+    Otherwise, on XLA's convolution:
 
     - Small maps (`small_map_matmul`): when the input or output map has fewer pixels than the
       kernel, XLA's algebraic simplifier swaps the operands and XLA:CPU runs the swapped form 20-40x
@@ -154,6 +176,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     spatial, kernel = lhs.shape[1:-1], rhs.shape[:-2]
     if isinstance(padding, str):  # flax passes "VALID" / "SAME" through
         padding = jax.lax.padtype_to_pads(spatial, kernel, window_strides, padding)
+    onednn = _onednn_conv(lhs, rhs, window_strides, padding, dimension_numbers, precision,
+                          preferred_element_type)
+    if onednn is not None:
+        return jax.lax.platform_dependent(lhs, rhs, cpu=onednn, default=one_call)
     out = tuple((n + lo + hi - k) // s + 1
                 for n, (lo, hi), k, s in zip(spatial, padding, kernel, window_strides))
     if _settings.small_map and min(math.prod(spatial), math.prod(out)) < math.prod(kernel):
@@ -170,6 +196,28 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
             return one_call(lhs, rhs)  # auto: no slices of under half the rule's size (odd batches)
         cpu = kernel_gradient_in_slices(one_call, slices)
     return jax.lax.platform_dependent(lhs, rhs, cpu=cpu, default=one_call)
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _onednn_conv(lhs, rhs, window_strides, padding, dimension_numbers, precision, preferred_element_type):
+    """`conv2d(lhs, rhs)` on oneDNN for this convolution, or None where it stays on XLA (also on
+    a machine whose default backend is a GPU or TPU: its CPU branch would never run)."""
+    from jaxcnn.onednn.conv import conv2d
+
+    dtype = lhs.dtype
+    if (_settings.backend == "xla" or jax.default_backend() != "cpu" or lhs.ndim != 4 or rhs.dtype != dtype or precision is not None
+            or preferred_element_type not in (None, dtype)
+            or not all(isinstance(d, int) for d in (*lhs.shape, *rhs.shape))
+            or jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+            != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
+        return None
+    loaded = extension(_settings.backend)
+    if loaded is None or not loaded.supports(dtype):
+        return None
+    geometry = (*window_strides, *padding[0], *padding[1])
+    return lambda lhs, rhs: conv2d(lhs, rhs, tuple(int(v) for v in geometry))
 
 
 def small_map_matmul(lhs, rhs, *, window_strides, padding, out, precision=None,

@@ -87,7 +87,7 @@ def _trace(module, variables, contract: dict, batch: int):
     shape = (batch, contract["height"], contract["width"], contract["channels"])
     images = jax.ShapeDtypeStruct(shape, jnp.uint8 if uint8 else jnp.float32)
     abstract = jax.tree.map(lambda v: jax.ShapeDtypeStruct(np.shape(v), v.dtype), variables)
-    with conv_settings(batch_chunk=0, small_map=False):
+    with conv_settings(batch_chunk=0, small_map=False, backend="xla"):  # plain convolutions only
         return jax.make_jaxpr(probabilities)(abstract, images), images
 
 
