@@ -200,24 +200,18 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi:
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_conv_forward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<ffi::Span<const int64_t>>("geometry"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_conv_backward_data, BackwardData,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<ffi::Span<const int64_t>>("geometry"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_conv_backward_weights, BackwardWeights,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<ffi::Span<const int64_t>>("geometry"));
+// All three take two arrays and the geometry, and return one array.
+static auto binding() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::AnyBuffer>()
+      .Arg<ffi::AnyBuffer>()
+      .Ret<ffi::AnyBuffer>()
+      .Attr<ffi::Span<const int64_t>>("geometry");
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_conv_forward, Forward, binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_conv_backward_data, BackwardData, binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_conv_backward_weights, BackwardWeights, binding());
 
 extern "C" {
 
