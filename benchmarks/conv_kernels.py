@@ -1,4 +1,4 @@
-"""XLA:CPU's convolution kernels against PyTorch's (oneDNN), one convolution at a time (CPU).
+"""XLA:CPU's and jaxcnn's oneDNN convolution kernels against PyTorch's, one convolution at a time (CPU).
 
     python benchmarks/conv_kernels.py [--shapes 128x32x16x16,32x8x64x64,128x32x3x6x5] [--rounds 5]
         [--json out.json]
@@ -11,11 +11,13 @@ with a fifth number K: a KxK "valid" one, as LeNet-5's; NHWC, float32) it times,
   batch slices of `cpu_conv.cpu_batch_chunk`), and which XLA:CPU implementation runs each: read
   from the compiled HLO, either a `__ynn_fusion` (YNNPACK) or XLA's own convolution thunk (Eigen's
   spatial convolution);
+- the same three through jaxcnn's oneDNN extension (`jaxcnn.onednn.conv2d`, where it is available);
 - torch's channels_last convolution (`nn.Conv2d`, no bias): the forward pass under `no_grad`, and
   forward + backward (its `convolution_backward` computes both gradients in one call).
 
-The last column, jaxcnn's forward + input gradient + sliced kernel gradient over torch's forward +
-backward, is the kernels' share of the gap that `compare_torch.py` measures for whole steps.
+The last columns, forward + input gradient + kernel gradient over torch's forward + backward, for
+XLA's kernels (with jaxcnn's batch slices) and for oneDNN's, and XLA's over oneDNN's, are the
+kernels' share of the gap that `compare_torch.py` measures for whole steps.
 """
 
 from __future__ import annotations
@@ -45,8 +47,24 @@ def lax_conv(x, w):
     return jax.lax.conv_general_dilated(x, w, (1, 1), padding(w), dimension_numbers=NUMBERS)
 
 
-def jaxcnn_conv(x, w):
-    return cpu_conv.conv_general_dilated(x, w, (1, 1), padding(w), dimension_numbers=NUMBERS)
+def jaxcnn_xla_conv(x, w):
+    with cpu_conv.conv_settings(backend="xla"):  # read when traced: XLA's convolution, jaxcnn's slices
+        return cpu_conv.conv_general_dilated(x, w, (1, 1), padding(w), dimension_numbers=NUMBERS)
+
+
+def onednn_kernels(x, w, dy):
+    """{name: (jitted fn, operands)} of the three oneDNN calls, or {} where the extension is unavailable."""
+    from jaxcnn.onednn.conv import conv2d
+    from jaxcnn.onednn.library import extension
+
+    if extension("auto") is None:
+        return {}
+    pad = w.shape[0] // 2 if padding(w) == "SAME" else 0
+    geometry = (1, 1, pad, pad, pad, pad)
+    conv = lambda x, w: conv2d(x, w, geometry)  # noqa: E731
+    return {"forward, oneDNN": (jax.jit(conv), (x, w)),
+            "input grad, oneDNN": (jax.jit(lambda dy, w: jax.vjp(lambda a: conv(a, w), x)[1](dy)[0]), (dy, w)),
+            "kernel grad, oneDNN": (jax.jit(lambda x, dy: jax.vjp(lambda v: conv(x, v), w)[1](dy)[0]), (x, dy))}
 
 
 def jax_kernels(x, w):
@@ -62,12 +80,14 @@ def jax_kernels(x, w):
 
     return {"forward": (jax.jit(lax_conv), (x, w)), "input grad": (jax.jit(input_grad), (dy, w)),
             "kernel grad": (jax.jit(kernel_grad(lax_conv)), (x, dy)),
-            "kernel grad, jaxcnn": (jax.jit(kernel_grad(jaxcnn_conv)), (x, dy))}
+            "kernel grad, jaxcnn": (jax.jit(kernel_grad(jaxcnn_xla_conv)), (x, dy)), **onednn_kernels(x, w, dy)}
 
 
 def implementation(fn, operands) -> str:
-    """Which XLA:CPU implementation runs the compiled function's convolutions."""
+    """Which implementation runs the compiled function's convolutions: XLA:CPU's or oneDNN's."""
     text = fn.lower(*operands).compile().as_text()
+    if "jaxcnn_conv_" in text:
+        return "oneDNN"
     bodies = dict(re.findall(r"^(%[\w.\-]+) \(.*?\{\n(.*?)\n\}", text, re.S | re.M))
     ynn = {name for name, body in bodies.items() if " convolution(" in body
            and re.search(rf"ynn_fusion[\w.\-]* = .*calls={re.escape(name)}\b", text)}
@@ -116,9 +136,14 @@ def measure(shape, rounds: int) -> dict:
     result = {"shape": "x".join(map(str, shape)), "ms": {k: round(statistics.median(v), 3) for k, v in times.items()},
               "implementation": {name: implementation(fn, ops) for name, (fn, ops) in kernels.items()}}
     ms = result["ms"]
+    xla = ms["forward"] + ms["input grad"] + ms["kernel grad, jaxcnn"]
+    onednn = ms["forward, oneDNN"] + ms["input grad, oneDNN"] + ms["kernel grad, oneDNN"] if "forward, oneDNN" in ms else None
+    if onednn:
+        result["xla / onednn time"] = round(xla / onednn, 2)
     if "torch fwd+bwd" in ms:
-        result["jaxcnn / torch time"] = round(
-            (ms["forward"] + ms["input grad"] + ms["kernel grad, jaxcnn"]) / ms["torch fwd+bwd"], 2)
+        result["xla / torch time"] = round(xla / ms["torch fwd+bwd"], 2)
+        if onednn:
+            result["onednn / torch time"] = round(onednn / ms["torch fwd+bwd"], 2)
     return result
 
 
@@ -133,9 +158,8 @@ def main() -> None:
         result = measure(tuple(int(v) for v in text.split("x")), args.rounds)
         ms, impl = result["ms"], result["implementation"]
         cells = [f"{k} {v:.2f}" + (f" ({impl[k]})" if k in impl else "") for k, v in ms.items()]
-        ratio = result.get("jaxcnn / torch time")
-        print(f"{text:>16}  " + "  ".join(cells) + (f"  | jaxcnn/torch time {ratio:.2f}x" if ratio else ""),
-              flush=True)
+        ratios = "  ".join(f"{k} {v:.2f}x" for k, v in result.items() if k.endswith(" time"))
+        print(f"{text:>16}  " + "  ".join(cells) + (f"  | {ratios}" if ratios else ""), flush=True)
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(result) + "\n")

@@ -53,12 +53,12 @@ def test_compare_torch_reports_ratios(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "torch.json"
     result = run_script("compare_torch.py", "--arch", "lenet5", "--image-size", "28", "--batch-size", "4",
-                        "--rounds", "2", "--window-seconds", "0.05", "--settle-seconds", "0", "--before",
+                        "--rounds", "2", "--window-seconds", "0.05", "--settle-seconds", "0", "--xla",
                         "--json", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     (record,) = json.loads(out.read_text())
-    assert set(record["images_per_s"]) == {"jaxcnn", "jaxcnn before", "torch eager", "torch channels_last"}
-    assert record["after_over_before"] > 0
+    assert set(record["images_per_s"]) == {"jaxcnn", "jaxcnn xla", "torch eager", "torch channels_last"}
+    assert record["jaxcnn_over_xla"] > 0 and record["environment"]["cpu_convolutions"].startswith("onednn")
     assert all(rate > 0 for rate in record["images_per_s"].values())
     assert record["ratio_vs_torch_eager"] > 0 and record["ratio_vs_torch_channels_last"] > 0
 
