@@ -24,6 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from jaxcnn.system import keep_freed_memory  # noqa: E402
+
+KEPT_FREED_MEMORY = keep_freed_memory()  # as the command line does, before JAX starts its backend
+
 from jaxcnn.builder import build_training  # noqa: E402
 from jaxcnn.models.cpu_conv import cpu_backend  # noqa: E402
 from jaxcnn.run_config import RunConfig  # noqa: E402
@@ -139,6 +143,7 @@ def environment() -> dict:
         "host_cpus": os.cpu_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "cpu_model": cpu_model(),
+        "glibc_keeps_freed_memory": KEPT_FREED_MEMORY,
         **({"cpu_convolutions": cpu_backend()} if device.platform == "cpu" else {}),
     }
 

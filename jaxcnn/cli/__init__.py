@@ -6,6 +6,11 @@ import difflib
 import importlib
 import sys
 
+from jaxcnn.system import keep_freed_memory
+
+# Before JAX starts its threads: XLA:CPU's per-step buffers are then reused, not faulted in anew.
+keep_freed_memory()
+
 # command -> (module with `main(argv) -> int`, one line of help); imported only when run.
 COMMANDS = {
     "train": ("jaxcnn.cli.train", "train a model (on a dataset name, an image folder, or a --config file)"),
