@@ -69,7 +69,7 @@ def value_and_grads(backend, x, w, strides, padding, cotangent):
 
 ZOO = zoo_convolutions()
 # One of each kind for the default run (the whole zoo, 90+ shapes, takes ~100 s: `-m slow`): LeNet's
-# 5x5 layers, ResNet-20's three, the 7x7/2 stem, a 1x1/2 shortcut, a 3x3/2 and a map smaller than 3x3 padded.
+# 5x5 layers, ResNet-20's stem and a 3x3/2, an 8x8 map, the 7x7/2 stem, a 1x1/2 shortcut, 512 channels on 7x7.
 KINDS = [((2, 32, 32, 3), (5, 5, 3, 6), (1, 1), ((0, 0), (0, 0))),
          ((2, 14, 14, 6), (5, 5, 6, 16), (1, 1), ((0, 0), (0, 0))),
          ((2, 32, 32, 3), (3, 3, 3, 16), (1, 1), ((1, 1), (1, 1))),

@@ -28,9 +28,10 @@ class ConvSettings:
     """How `conv_general_dilated` computes on the CPU (other platforms always get one call).
 
     backend: "auto" (oneDNN where its extension is available, else XLA, said once), "onednn"
-    (oneDNN or an error saying why not) or "xla". The rest applies to XLA's convolution: batch_chunk: the kernel gradient's batch slices: "auto" (sized by `cpu_batch_chunk`), 0 (one
-    call) or N (slices of at most N images, as many as divide the batch evenly). small_map:
-    compute maps smaller than the kernel as one matmul. Read when a step is traced, so set them
+    (oneDNN or an error saying why not) or "xla". small_map: compute maps smaller than the kernel
+    as one matmul (on either backend). batch_chunk, on XLA's convolution only: the kernel
+    gradient's batch slices: "auto" (sized by `cpu_batch_chunk`), 0 (one call) or N (slices of at
+    most N images, as many as divide the batch evenly). Read when a step is traced, so set them
     before the step is built and compiled.
     """
 
@@ -145,17 +146,18 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     The CPU's choice is made per platform when the step is lowered (`jax.lax.platform_dependent`),
     so a GPU or TPU always gets the one convolution XLA was given; all are the same sum of products.
 
+    - Small maps (`small_map_matmul`): when the input or output map has fewer pixels than the
+      kernel, XLA's algebraic simplifier swaps the operands and XLA:CPU runs the swapped form 20-40x
+      slower; there the convolution is one matmul of the k*k shifted windows (also faster than
+      oneDNN there: ResNet-18 at 32 px trains 1.4-1.5x faster so than with all on oneDNN).
     - oneDNN (`jaxcnn.onednn.conv2d`, unless `backend` is "xla" or the extension is unavailable):
-      forward, input gradient and kernel gradient each one oneDNN primitive, 3-6x faster than
+      forward, input gradient and kernel gradient each one oneDNN primitive, 2-5x faster than
       XLA:CPU's kernels (benchmarks/README.md). Plain float32 convolutions (bfloat16 where the CPU
       has it) with concrete shapes; dilated, grouped, mixed-dtype and symbolic-shape ones (as in
       `jax.export`) stay on XLA.
 
     Otherwise, on XLA's convolution:
 
-    - Small maps (`small_map_matmul`): when the input or output map has fewer pixels than the
-      kernel, XLA's algebraic simplifier swaps the operands and XLA:CPU runs the swapped form 20-40x
-      slower; there the convolution is one matmul of the k*k shifted windows.
     - Kernel gradient in batch slices (`cpu_batch_chunk`, `kernel_gradient_in_slices`): XLA:CPU
       computes the kernel's gradient as one convolution contracting batch x pixels, which gets
       slower per image as the batch grows (on 32x32 maps 0.06-0.08 ms per image at batch 32, 0.14
@@ -176,13 +178,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     spatial, kernel = lhs.shape[1:-1], rhs.shape[:-2]
     if isinstance(padding, str):  # flax passes "VALID" / "SAME" through
         padding = jax.lax.padtype_to_pads(spatial, kernel, window_strides, padding)
-    onednn = _onednn_conv(lhs, rhs, window_strides, padding, dimension_numbers, precision,
-                          preferred_element_type)
-    if onednn is not None:
-        return jax.lax.platform_dependent(lhs, rhs, cpu=onednn, default=one_call)
     out = tuple((n + lo + hi - k) // s + 1
                 for n, (lo, hi), k, s in zip(spatial, padding, kernel, window_strides))
-    if _settings.small_map and min(math.prod(spatial), math.prod(out)) < math.prod(kernel):
+    small = _settings.small_map and min(math.prod(spatial), math.prod(out)) < math.prod(kernel)
+    onednn = None if small else _onednn_conv(lhs, rhs, window_strides, padding, dimension_numbers,
+                                              precision, preferred_element_type)
+    if onednn is not None:
+        return jax.lax.platform_dependent(lhs, rhs, cpu=onednn, default=one_call)
+    if small:
         cpu = partial(small_map_matmul, window_strides=window_strides, padding=padding, out=out,
                       precision=precision, preferred_element_type=preferred_element_type)
     elif not isinstance(lhs.shape[0], int):  # a symbolic batch (jax.export): no static slices
