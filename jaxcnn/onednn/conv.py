@@ -1,8 +1,9 @@
 """`conv2d`: a 2-D convolution (NHWC x HWIO) on oneDNN, differentiable and batch-sharded.
 
 Three XLA FFI calls (`conv.cc`): the forward pass, the input gradient and the kernel gradient,
-joined by a `jax.custom_vjp` (reverse mode; forward mode, `jax.jvp`, needs the `xla` backend).
-Under `jax.vmap` a mapped activation is folded into the batch; a mapped kernel runs on lax. Each call is wrapped in `custom_partitioning`: under `jit` with the
+joined by a `jax.custom_vjp` (reverse mode, once; forward mode, `jax.jvp`, and gradients of
+gradients need the `xla` backend). Under `jax.vmap` a mapped activation is folded into the batch;
+a mapped kernel runs on lax. Each call is wrapped in `custom_partitioning`: under `jit` with the
 batch sharded over a mesh (jaxcnn's data parallelism, or any user's), every device convolves its
 own images and the kernel gradient is summed over the batch's mesh axes; without it XLA would
 gather the whole batch onto every device. CPU only: `jaxcnn.models.cpu_conv` chooses it at
