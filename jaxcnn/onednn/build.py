@@ -11,7 +11,6 @@ multi-process runs) build it once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import os
@@ -100,6 +99,8 @@ def library_path() -> pathlib.Path:
 
 @contextlib.contextmanager
 def _locked(path: pathlib.Path):
+    import fcntl  # POSIX only, as the build is (checked before)
+
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
