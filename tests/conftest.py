@@ -26,3 +26,10 @@ def pytest_sessionstart(session):
         import pytest
 
         pytest.exit(f"JAXCNN_REQUIRE names packages that are not installed: {', '.join(missing)}", returncode=1)
+
+    # As the `jaxcnn` command does, before this process compiles anything: the many tests that train
+    # or evaluate the same small models then compile each program once (JAX_ENABLE_COMPILATION_CACHE=false
+    # turns it off).
+    from jaxcnn.compilation_cache import use_compilation_cache
+
+    use_compilation_cache()

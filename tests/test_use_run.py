@@ -187,6 +187,38 @@ def test_evaluate_with_flip_tta_and_bad_options(run_dir, tmp_path, capsys):
     assert "kept epochs [2]" in capsys.readouterr().err
 
 
+COUNT_CACHE_EVENTS = """
+import json, sys
+import jax
+events = []
+jax.monitoring.register_event_listener(lambda name, **_: events.append(name))
+from jaxcnn.cli import main
+code = main(sys.argv[1:])
+print("CACHE " + json.dumps({kind: events.count(f"/jax/compilation_cache/cache_{kind}") for kind in ("hits", "misses")}))
+sys.exit(code)
+"""
+
+
+def test_a_second_command_loads_what_the_first_compiled_and_evaluates_alike(run_dir, tmp_path):
+    env = {**subprocess_env(1), "JAXCNN_CACHE_DIR": str(tmp_path / "cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # lenet5's programs compile in under the 1 s kept
+    env = {k: v for k, v in env.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "JAX_ENABLE_COMPILATION_CACHE")}
+    seen = []
+    for attempt in ("first", "second"):
+        out = tmp_path / attempt
+        proc = subprocess.run([sys.executable, "-c", COUNT_CACHE_EVENTS, "evaluate", str(run_dir), "--checkpoint", "last",
+                               "--out-dir", str(out)], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        line = next(line for line in proc.stdout.splitlines() if line.startswith("CACHE "))
+        seen.append((json.loads(line.removeprefix("CACHE ")), json.loads((out / "eval-test-last.json").read_text())))
+    (first, first_report), (second, second_report) = seen
+    assert first["hits"] == 0 and first["misses"] > 0
+    assert second == {"hits": first["misses"], "misses": 0}
+    assert list((tmp_path / "cache" / "xla").iterdir())  # one folder, this machine's
+    first_report.pop("files"), second_report.pop("files")  # each in its --out-dir
+    assert second_report == first_report
+
+
 def test_classification_metrics_on_a_known_case():
     from jaxcnn.report.classification import calibration, per_class_metrics, topk_accuracy
     from jaxcnn.report.figures import top_confusions

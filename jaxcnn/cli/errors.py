@@ -44,11 +44,13 @@ def run_reporting_errors(run: Callable[[], int | None], names: dict[str, str]) -
     and exit 2; a failure of the run itself (a non-finite loss, a checkpoint or file that could
     not be written) one line and exit 1; anything else is a bug: its traceback, a line saying
     so, exit 1."""
+    from jaxcnn.compilation_cache import use_compilation_cache
     from jaxcnn.output import safe_console
     from jaxcnn.termination import exit_status
     from jaxcnn.train.checkpoints import CheckpointError
 
     safe_console()  # a file or class name in any script, or not UTF-8 at all, never fails a print
+    use_compilation_cache()  # what an earlier command compiled is not compiled again
     try:
         return run() or 0
     except KeyboardInterrupt as interrupt:

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from jaxcnn.compilation_cache import cache_root
+
 SOURCE = pathlib.Path(__file__).with_name("conv.cc")
 LIBRARY_NAME = "libjaxcnn_onednn.so"
 HEADERS_PACKAGE = "onednn-devel-cpu-gomp"  # oneDNN 3.2's headers; requires the library's package:
@@ -29,12 +31,6 @@ INSTALL_HINT = f"pip install '{HEADERS_PACKAGE}==2023.2.0'"
 
 class BuildError(Exception):
     """The extension cannot be built here; the message says why in one line."""
-
-
-def cache_dir() -> pathlib.Path:
-    root = os.environ.get("JAXCNN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxcnn")
-    return pathlib.Path(root)
 
 
 def onednn_paths() -> tuple[pathlib.Path, pathlib.Path, str]:
@@ -71,7 +67,7 @@ def library_path() -> pathlib.Path:
     compiler, compiler_version = _compiler()
     key = hashlib.sha256("\0".join(
         [SOURCE.read_text(), compiler_version, jaxlib.__version__, onednn_version, str(lib)]).encode()).hexdigest()
-    target = cache_dir() / f"onednn-conv-{key[:16]}" / LIBRARY_NAME
+    target = cache_root() / f"onednn-conv-{key[:16]}" / LIBRARY_NAME
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
