@@ -42,13 +42,17 @@ def use_compilation_cache(max_bytes: int = DEFAULT_MAX_BYTES) -> pathlib.Path | 
     """Have JAX keep compiled programs (those that took over a second) in
     `cache_root()/xla/<machine>`, at most `max_bytes`; the folder, or None where the user chose
     otherwise (`JAX_COMPILATION_CACHE_DIR` or `jax_compilation_cache_dir` set: that folder is
-    used as given; `JAX_ENABLE_COMPILATION_CACHE=false`: none). Call it before the first
-    compilation; the command line does."""
+    used as given; `JAX_ENABLE_COMPILATION_CACHE=false`: none) or the folder cannot be made.
+    Call it before the first compilation; the command line does."""
     import jax
 
     if jax.config.jax_compilation_cache_dir or not jax.config.jax_enable_compilation_cache:
         return None
     path = cache_root() / "xla" / machine_key()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: compile every time, without a warning per program
+        return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
         # A bound also makes JAX lock the folder, so parallel processes never read a half-written file.

@@ -36,6 +36,12 @@ def test_the_cache_is_per_machine_under_jaxcnns_folder_and_bounded(tmp_path):
     assert len(seen["machine"]) == 16 and seen["max_size"] == 2 * 2**30
 
 
+def test_a_folder_that_cannot_be_made_means_no_cache(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    seen = probe(tmp_path / "a-file")
+    assert seen["returned"] is None and seen["dir"] is None
+
+
 @pytest.mark.parametrize("env, expected_dir, expected_max", [
     ({"JAX_COMPILATION_CACHE_DIR": "{tmp}/mine"}, "{tmp}/mine", -1),
     ({"JAX_ENABLE_COMPILATION_CACHE": "false"}, None, -1),
