@@ -194,7 +194,8 @@ events = []
 jax.monitoring.register_event_listener(lambda name, **_: events.append(name))
 from jaxcnn.cli import main
 code = main(sys.argv[1:])
-print("CACHE " + json.dumps({kind: events.count(f"/jax/compilation_cache/cache_{kind}") for kind in ("hits", "misses")}))
+counts = {kind: events.count(f"/jax/compilation_cache/cache_{kind}") for kind in ("hits", "misses")}
+print("CACHE " + json.dumps(counts))
 sys.exit(code)
 """
 
@@ -206,8 +207,9 @@ def test_a_second_command_loads_what_the_first_compiled_and_evaluates_alike(run_
     seen = []
     for attempt in ("first", "second"):
         out = tmp_path / attempt
-        proc = subprocess.run([sys.executable, "-c", COUNT_CACHE_EVENTS, "evaluate", str(run_dir), "--checkpoint", "last",
-                               "--out-dir", str(out)], env=env, capture_output=True, text=True, timeout=300)
+        command = ["evaluate", str(run_dir), "--checkpoint", "last", "--out-dir", str(out)]
+        proc = subprocess.run([sys.executable, "-c", COUNT_CACHE_EVENTS, *command],
+                              env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         line = next(line for line in proc.stdout.splitlines() if line.startswith("CACHE "))
         seen.append((json.loads(line.removeprefix("CACHE ")), json.loads((out / "eval-test-last.json").read_text())))
