@@ -10,6 +10,7 @@ compiles for the CPU it runs on and a home folder can be shared by hosts with ot
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import pathlib
 import platform
@@ -46,7 +47,8 @@ def use_compilation_cache(max_bytes: int = DEFAULT_MAX_BYTES) -> pathlib.Path | 
     Call it before the first compilation; the command line does."""
     import jax
 
-    if jax.config.jax_compilation_cache_dir or not jax.config.jax_enable_compilation_cache:
+    if jax.config.jax_compilation_cache_dir or not jax.config.jax_enable_compilation_cache \
+            or importlib.util.find_spec("filelock") is None:  # a dependency; without it JAX fails to bound
         return None
     path = cache_root() / "xla" / machine_key()
     try:
