@@ -1,8 +1,8 @@
 """Compiled programs kept on disk, so a command does not compile again what an earlier one did.
 
 `jaxcnn evaluate`, `predict`, `export`, a resume or a second run of the same model and batch
-size would otherwise spend seconds to minutes compiling (GoogLeNet's train step: ~30 s on a CPU)
-before doing anything. JAX's own persistent cache does the work (`jax_compilation_cache_dir`);
+size would otherwise spend seconds to minutes compiling (GoogLeNet's initialisation and train step:
+30-50 s on a 2-core CPU) before doing anything. JAX's own persistent cache does the work (`jax_compilation_cache_dir`);
 this module only chooses where it lives and bounds it. The folder is per machine, as XLA:CPU
 compiles for the CPU it runs on and a home folder can be shared by hosts with other CPUs.
 """
